@@ -1,0 +1,1 @@
+"""Raw datasets: reading, checking, example tasks, instance maps, prediction files."""

@@ -1,0 +1,1 @@
+"""Detection metrics: AP, FROC, patient-level AP."""

@@ -1,0 +1,1 @@
+"""Sliding windows, mirroring, ensembling, weighted box clustering and the sweep."""

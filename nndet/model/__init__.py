@@ -1,0 +1,1 @@
+"""Retina U-Net: U-FPN, detection heads, segmentation head and losses."""

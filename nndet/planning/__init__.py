@@ -1,0 +1,1 @@
+"""Dataset fingerprint and plans: dimension, spacing, patch, batch, topology, anchors."""

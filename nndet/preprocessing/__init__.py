@@ -1,0 +1,1 @@
+"""Crop, resample, normalise and store cases; map boxes between geometries."""

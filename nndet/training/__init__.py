@@ -1,0 +1,1 @@
+"""Patch sampling, augmentation, the training loop and checkpoints."""
