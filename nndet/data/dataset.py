@@ -10,6 +10,7 @@ TaskNNN_Name/raw_splitted/labelsTr/CASE.json          # {"instances": {"1": 0}}
 
 from __future__ import annotations
 
+import glob
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,8 @@ def list_cases(
     by_case: dict[str, dict[int, Path]] = {}
     for path in sorted(images.glob("*")) if images.is_dir() else []:
         match = _MODALITY_SUFFIX.match(split_name(path.name))
-        if match and path.is_file():
+        # hidden files are temporaries of atomic writes or system files, never cases
+        if match and path.is_file() and not path.name.startswith("."):
             by_case.setdefault(match["case"], {})[int(match["mod"])] = path
     cases = []
     for case_id, mods in sorted(by_case.items()):
@@ -87,7 +89,7 @@ def list_cases(
 def _find_label(labels: Path, case_id: str) -> Path | None:
     if not labels.is_dir():
         return None
-    for path in labels.glob(f"{case_id}.*"):
+    for path in sorted(labels.glob(f"{glob.escape(case_id)}.*")):
         if path.suffix != ".json" and split_name(path.name) == case_id:
             return path
     return None
