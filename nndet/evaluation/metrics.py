@@ -174,6 +174,24 @@ def _patient_ap(matches: Sequence[CaseMatches], class_id: int) -> float | None:
     )  # fmt: skip
 
 
+def _ap_table(
+    matches: Sequence[CaseMatches], thresholds: Sequence[float], class_ids: Sequence[int]
+) -> dict[float, dict[int, float | None]]:
+    """AP per threshold and class, detections pooled over cases in case order."""
+    scores = torch.cat([m.scores for m in matches])
+    labels = torch.cat([m.labels for m in matches])
+    matched = torch.cat([m.matched for m in matches], dim=1)
+    gt_labels = torch.cat([m.gt_labels for m in matches])
+    table: dict[float, dict[int, float | None]] = {}
+    for i, threshold in enumerate(thresholds):
+        table[threshold] = {}
+        for c in class_ids:
+            of_class = labels == c
+            num_gt = int((gt_labels == c).sum())
+            table[threshold][c] = average_precision(scores[of_class], matched[i][of_class], num_gt)
+    return table
+
+
 def evaluate(
     predictions: Mapping[str, Prediction],
     ground_truth: Mapping[str, GroundTruth],
@@ -198,10 +216,11 @@ def evaluate(
     """
     if not ground_truth:
         raise ValueError("no ground-truth cases to evaluate")
-    extra = [t for t in dict.fromkeys(float(t) for t in iou_thresholds_extra)]
-    extra = [t for t in extra if t not in IOU_THRESHOLDS]
-    thresholds = list(IOU_THRESHOLDS) + extra
-    known_ids = None if class_names is None else sorted(int(k) for k in class_names)
+    extra = [float(t) for t in iou_thresholds_extra if float(t) not in IOU_THRESHOLDS]
+    thresholds = list(IOU_THRESHOLDS) + list(dict.fromkeys(extra))
+    if class_names is not None:
+        class_names = {int(k): str(v) for k, v in class_names.items()}
+    known_ids = None if class_names is None else sorted(class_names)
     matches = _match_all(
         predictions, ground_truth, torch.tensor(thresholds, dtype=torch.float64), known_ids
     )
@@ -210,22 +229,12 @@ def evaluate(
     if class_ids is None:
         found = set().union(*(set(m.labels.tolist()) | set(m.gt_labels.tolist()) for m in matches))
         class_ids = sorted(found)
-    name = {c: str(c) if class_names is None else str(class_names[c]) for c in class_ids}
+    name = {c: str(c) if class_names is None else class_names[c] for c in class_ids}
 
-    # AP per threshold and class, detections pooled over cases in case order
     scores = torch.cat([m.scores for m in matches])
-    labels = torch.cat([m.labels for m in matches])
     matched = torch.cat([m.matched for m in matches], dim=1)
     gt_labels = torch.cat([m.gt_labels for m in matches])
-    ap = {
-        t: {
-            c: average_precision(scores[labels == c], matched[i][labels == c],
-                                 int((gt_labels == c).sum()))
-            for c in class_ids
-        }
-        for i, t in enumerate(thresholds)
-    }  # fmt: skip
-
+    ap = _ap_table(matches, thresholds, class_ids)
     sensitivity, cpm = froc(
         scores, matched[thresholds.index(MAIN_IOU)], len(gt_labels), len(matches)
     )

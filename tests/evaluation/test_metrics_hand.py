@@ -189,3 +189,10 @@ def test_result_has_exactly_the_documented_keys():
         "AP@0.3", "mAP@0.3",
     ]  # fmt: skip
     assert metrics["AP@0.1"] == {"x": 0.0}
+
+
+def test_class_names_with_string_keys_as_in_dataset_json():
+    box = [0.0, 0, 10, 10]
+    metrics = evaluate({"a": _pred([box], [0.9], [0])}, {"a": _gt([box], [0])}, {"0": "x"})
+
+    assert metrics["AP@0.1"] == {"x": 1.0}
