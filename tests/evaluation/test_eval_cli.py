@@ -178,3 +178,49 @@ def test_help_and_bad_iou(capsys):
         main(["--pred", "p", "--gt", "g", "--iou", "1.5"])
     assert bad_exit.value.code != 0
     assert "IoU threshold must be in (0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_nndet_eval_on_a_written_folder_equals_pycocotools(tmp_path, dim, coco_oracle):
+    # non-overlapping objects on a grid of cells, jittered detections, duplicates and FPs
+    rng = np.random.default_rng(dim)
+    shape, cell = ((12, 12, 12), 4) if dim == 3 else ((96, 96), 12)
+    grid = [s // cell for s in shape]
+    geometry = {"spacing": [1.0] * dim, "origin": [0.0] * dim, "direction": np.eye(dim).ravel()}
+    labels_dir, pred_dir = tmp_path / "labels", tmp_path / "pred"
+    ground_truth, predictions = {}, {}
+    for case in range(6):
+        instance_map = np.zeros(shape, dtype=np.int16)
+        cells = [np.unravel_index(i, grid) for i in range(int(np.prod(grid)))]
+        chosen = rng.choice(len(cells), size=int(rng.integers(0, 5)), replace=False)
+        gt_boxes, gt_labels, det = [], [], []
+        for instance_id, c in enumerate(chosen, start=1):
+            lo = np.array(cells[c]) * cell + rng.integers(0, 2, dim)
+            hi = lo + rng.integers(2, cell - 1, dim)
+            instance_map[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = instance_id
+            gt_boxes.append([*lo, *hi])
+            gt_labels.append(int(rng.integers(0, 2)))
+            for _ in range(int(rng.integers(0, 3))):
+                shift = rng.normal(0, 0.8, dim)
+                det.append(([*(lo + shift), *(hi + shift)], rng.random(), gt_labels[-1]))
+        for _ in range(int(rng.integers(0, 3))):
+            lo = rng.uniform(0, shape[0] - 4, dim)
+            det.append(([*lo, *(lo + 3)], rng.random(), int(rng.integers(0, 2))))
+        write_image(instance_map, labels_dir / f"c{case}.nii.gz", geometry)
+        save_json(
+            {"instances": {str(i + 1): k for i, k in enumerate(gt_labels)}},
+            labels_dir / f"c{case}.json",
+        )
+        boxes = np.array([d[0] for d in det], dtype=float).reshape(-1, 2 * dim)
+        scores, labels = [d[1] for d in det], [d[2] for d in det]
+        write_case_prediction(pred_dir, f"c{case}", boxes, scores, labels, None, geometry, shape)
+        ground_truth[f"c{case}"] = (np.array(gt_boxes, float).reshape(-1, 2 * dim), gt_labels)
+        predictions[f"c{case}"] = (boxes, scores, labels)
+
+    code = main(["--pred", str(pred_dir), "--gt", str(labels_dir), "--iou", "0.5"])
+
+    metrics = json.loads((pred_dir / "metrics.json").read_text())
+    expected = coco_oracle(predictions, ground_truth, [0, 1], [0.1, 0.5])
+    assert code == 0
+    for row, key in enumerate(["AP@0.1", "AP@0.5"]):
+        assert [metrics[key][c] for c in ("0", "1")] == pytest.approx(expected[row], abs=1e-3)
