@@ -267,7 +267,10 @@ def make_sampler(
 
 
 class _BatchStream(torch.utils.data.IterableDataset):
-    """Endless batches of a sampler; each worker process reseeds its copy."""
+    """Endless batches of a sampler; each worker process reseeds its copy.
+
+    In a worker, per-sample boxes and labels are sent as one tensor each (see :func:`_pack`).
+    """
 
     def __init__(self, sampler: PatchSampler, seed: int):
         super().__init__()
@@ -277,7 +280,29 @@ class _BatchStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         self.sampler.reseed([self.seed, info.id if info is not None else 0])
-        return iter(self.sampler)
+        if info is None:
+            return iter(self.sampler)
+        return (_pack(batch) for batch in self.sampler)
+
+
+def _pack(batch: dict[str, Any]) -> dict[str, Any]:
+    """Concatenate the B box and label tensors: every tensor crosses the process boundary
+    as its own shared-memory file, and 2B small ones cost more than the images (measured
+    here: 2D batch of 8 at 128x128, 20 ms in-process vs 35-43 ms through one worker)."""
+    packed = {k: v for k, v in batch.items() if k not in ("boxes", "labels")}
+    packed["counts"] = [len(b) for b in batch["labels"]]
+    packed["boxes"] = torch.cat(batch["boxes"])
+    packed["labels"] = torch.cat(batch["labels"])
+    return packed
+
+
+def _unpack(packed: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`_pack` (boxes and labels become views of the sent tensors)."""
+    batch = dict(packed)
+    counts = batch.pop("counts")
+    batch["boxes"] = list(torch.split(packed["boxes"], counts))
+    batch["labels"] = list(torch.split(packed["labels"], counts))
+    return batch
 
 
 class BatchLoader:
@@ -308,6 +333,7 @@ class BatchLoader:
         self.sampler = sampler
         self.num_workers = num_workers
         self._iterator: Iterator[dict[str, Any]] | None = None
+        self._closed = False
         if num_workers == 0:
             self._iterator = iter(_BatchStream(sampler, seed))
             return
@@ -326,13 +352,18 @@ class BatchLoader:
         return self
 
     def __next__(self) -> dict[str, Any]:
+        if self._closed:
+            raise RuntimeError("this BatchLoader was closed; make a new one")
+        if self.num_workers == 0:
+            return next(self._iterator)
         if self._iterator is None:
             self._iterator = iter(self._loader)
-        return next(self._iterator)
+        return _unpack(next(self._iterator))
 
     def close(self) -> None:
         """Stop the worker processes (no-op in-process); the loader cannot be used after."""
         iterator, self._iterator = self._iterator, None
+        self._closed = True
         shutdown = getattr(iterator, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()

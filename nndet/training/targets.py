@@ -13,9 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
-
-from nndet.data.instances import instance_boxes
 
 
 def class_lookup(instances: Mapping[str | int, int]) -> np.ndarray:
@@ -55,7 +54,8 @@ def instance_targets(
 
     Notes:
         One pass over the voxels for the semantic map (a table lookup) and one for the boxes
-        (``scipy.ndimage.find_objects``); nothing loops over labels voxel-wise.
+        (``scipy.ndimage.find_objects``, as :func:`nndet.data.instances.instance_boxes`
+        does); nothing loops over labels voxel-wise.
     """
     if isinstance(instance_map, Tensor):
         instance_map = instance_map.numpy()
@@ -63,12 +63,17 @@ def instance_targets(
     dim = instance_map.ndim
 
     # Ids beyond the table (never expected, but cheap to guard) map to "no class".
-    known = np.clip(instance_map, 0, None).astype(np.int64, copy=False)
+    known = np.maximum(instance_map, 0)
     if known.size and known.max() >= len(classes):
         known = np.where(known < len(classes), known, 0)
     semantic = classes[known] + 1
 
-    kept = [(box, classes[i]) for i, box in instance_boxes(known).items() if classes[i] >= 0]
+    # find_objects: one pass, slices indexed by id - 1 (None for absent ids).
+    kept = [
+        ([s.start for s in region] + [s.stop for s in region], classes[index + 1])
+        for index, region in enumerate(ndimage.find_objects(known))
+        if region is not None and classes[index + 1] >= 0
+    ]
     boxes = torch.tensor([b for b, _ in kept], dtype=torch.float32).reshape(-1, 2 * dim)
     labels = torch.tensor([c for _, c in kept], dtype=torch.int64)
     return boxes, labels, torch.from_numpy(semantic)

@@ -141,6 +141,8 @@ def test_background_workers_yield_batches_and_shut_down(stores):
             assert torch.allclose(batch["image"], want["image"], atol=1e-5)
         workers = list(loader._iterator._workers)
     assert workers and not any(w.is_alive() for w in workers)
+    with pytest.raises(RuntimeError, match="closed"):
+        next(loader)
 
     with _loader(stores[2], 2, seed=10, num_workers=2) as loader:
         ids = [next(loader)["case_ids"] for _ in range(4)]
