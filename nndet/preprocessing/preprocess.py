@@ -133,7 +133,7 @@ def _transform(
         data, seg = data[:, 0], seg[:, 0]
 
     props = {
-        "original_geometry": dict(geometry),
+        "original_geometry": {**geometry, "shape": [int(n) for n in images.shape[1 + offset :]]},
         "original_spacing": [float(s) for s in geometry["spacing"]],
         "crop_bbox": [[int(lo), int(hi)] for lo, hi in bbox],
         "transpose": [int(t) for t in plan.transpose],

@@ -140,3 +140,16 @@ def test_an_empty_split_names_the_folder(tmp_path):
     write_dataset_json(task, dim=3)
     with pytest.raises(FileNotFoundError, match="imagesTr"):
         preprocess_dataset(task, make_plan([1.0, 1.0, 1.0]), progress=False)
+
+
+def test_default_process_count_respects_memory_and_cpus(tmp_path, monkeypatch):
+    from nndet.data.dataset import list_cases
+    from nndet.preprocessing import preprocess
+
+    task, _ = _task_2d(tmp_path)
+    cases = list_cases(task, "Tr")
+    monkeypatch.setattr(preprocess, "_available_memory", lambda: 0)
+    assert preprocess.default_num_processes(cases) == 1
+    monkeypatch.setattr(preprocess, "_available_memory", lambda: 1 << 50)
+    cpus = len(os.sched_getaffinity(0))
+    assert preprocess.default_num_processes(cases) == min(cpus, 8)
