@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 MODELS = ("retina_unet", "retina_net", "detunet")
 
-# Widest head: 128 channels, nnDetection's head width; narrower plans keep their own width.
+# Widest head: 128 channels, nnDetection's head width (which the P2 width of nnU-Net's 2D and
+# 3D default topologies equals); narrower plans keep the width of their finest detection level.
 MAX_HEAD_WIDTH = 128
 
 
@@ -107,7 +108,8 @@ class RetinaUNet(nn.Module):
             raise ValueError(f"unknown model {model!r}: choose one of {', '.join(MODELS)}")
         levels = list(plan.detection_levels) if model != "detunet" else []
         features = plan.topology.features_per_stage
-        width = min(MAX_HEAD_WIDTH, max(features[level] for level in levels)) if levels else 0
+        # heads as wide as the finest detection level (the costliest one), at most 128
+        width = min(MAX_HEAD_WIDTH, features[min(levels)]) if levels else 0
         ufpn = UFPN.from_plan(
             plan,
             detection_levels=levels,

@@ -89,3 +89,16 @@ def test_flattened_head_rows_follow_the_anchor_order(dim):
 def test_unknown_model_name_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="retina_unet"):
         RetinaUNet.from_plan(tiny_plan(), model="mask_rcnn")
+
+
+def test_the_bare_ufpn_is_a_segmentation_network_of_the_same_backbone():
+    # the reference a benchmark sets a detector's training step against
+    plan = tiny_plan(dim=2, patch=32)
+    bare = UFPN.from_plan(plan)
+    detector = RetinaUNet.from_plan(plan)
+    pyramid, seg_logits = bare(torch.randn(2, 1, 32, 32))
+    seg_logits.sum().backward()
+
+    assert pyramid == [] and list(seg_logits.shape) == [2, plan.num_classes + 1, 32, 32]
+    backbone = {k for k in detector.ufpn.state_dict() if not k.startswith("laterals")}
+    assert backbone == set(bare.state_dict())
