@@ -127,3 +127,29 @@ def test_a_tiny_retina_unet_overfits_one_toy_image(one_thread):
     top = prediction["scores"].argmax()
     assert box_iou(prediction["boxes"][top : top + 1], box).item() > 0.5
     assert prediction["labels"][top].item() == 0 and prediction["scores"][top] > 0.5
+
+
+def test_a_single_confident_output_decodes_to_its_own_anchor_in_anisotropic_3d():
+    # oracle: with zero deltas the candidate is the anchor at (index + 0.5) * stride
+    strides = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
+    plan = tiny_plan(dim=3, num_classes=3, strides=strides, patch_size=[8, 32, 32])
+    net = RetinaUNet.from_plan(plan)
+    outputs = {
+        key: [torch.zeros_like(x) for x in value] if isinstance(value, list) else value
+        for key, value in net(torch.zeros(2, 1, 8, 32, 32)).items()
+    }
+    for cls in outputs["cls_logits"]:
+        cls.fill_(-10.0)
+    level, anchor, label, index = 1, 2, 1, (1, 3, 2)  # level P2: stride (2, 4, 4)
+    outputs["cls_logits"][level][1, anchor * 3 + label, index[0], index[1], index[2]] = 10.0
+
+    predictions = net.postprocess(outputs, [8, 32, 32], min_score=0.5)
+
+    stride = plan.level_strides()[level]
+    center = torch.tensor([(i + 0.5) * s for i, s in zip(index, stride, strict=True)])
+    half = torch.tensor(plan.anchors[level][anchor]) / 2
+    expected = torch.cat([center - half, center + half]).clamp(min=0)
+    expected = torch.minimum(expected, torch.tensor([8.0, 32, 32] * 2))
+    assert len(predictions[0]["boxes"]) == 0
+    assert torch.allclose(predictions[1]["boxes"], expected[None])
+    assert predictions[1]["labels"].tolist() == [label]
