@@ -45,6 +45,7 @@ MAX_DATASET_FRACTION = 0.05  # one batch sees at most 5% of the dataset's voxels
 MAX_FEATURES = {2: 512, 3: 320}  # nnU-Net's caps
 BASE_FEATURES = {"gpu": {2: 32, 3: 32}, "cpu": {2: 16, 3: 8}}
 MAX_FEATURES_CPU = {2: 256, 3: 128}
+MAX_HEAD_WIDTH = 128  # nndet.model's head width rule (nnDetection's 128)
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,6 @@ class Budget:
 
     def max_features(self, dim: int) -> int:
         return MAX_FEATURES_CPU[dim] if self.target == "cpu" else MAX_FEATURES[dim]
-
-    def head_channels(self, dim: int) -> int:
-        """Width of the detection heads: 128 (nnDetection's) or 4x the base width if smaller."""
-        return min(128, 4 * self.base_features(dim))
 
 
 @dataclass(frozen=True)
@@ -123,7 +120,7 @@ def fit_patch_and_batch(
     topology, patch = build_topology(
         spacing, patch, budget.base_features(dim), budget.max_features(dim)
     )
-    estimate = _estimate(topology, patch, in_channels, num_classes, num_anchors, budget)
+    estimate = _estimate(topology, patch, in_channels, num_classes, num_anchors)
 
     for _ in range(MAX_SHRINK_STEPS):
         if estimate * MIN_BATCH_SIZE <= capacity:
@@ -135,7 +132,7 @@ def fit_patch_and_batch(
         topology, patch = build_topology(
             spacing, smaller, budget.base_features(dim), budget.max_features(dim)
         )
-        estimate = _estimate(topology, patch, in_channels, num_classes, num_anchors, budget)
+        estimate = _estimate(topology, patch, in_channels, num_classes, num_anchors)
 
     batch = int(capacity // estimate)
     batch = min(batch, MAX_BATCH_SIZE[budget.target][dim])
@@ -151,15 +148,13 @@ def _estimate(
     in_channels: int,
     num_classes: int,
     num_anchors: int,
-    budget: Budget,
 ) -> int:
     """Feature-map elements per sample: the U-Net (with its K+1 segmentation) plus heads."""
-    dim = len(patch)
     levels = detection_levels(topology, patch)
     unet = unet_feature_map_size(topology, patch, in_channels, num_classes + 1)
-    heads = head_feature_map_size(
-        topology, patch, levels, budget.head_channels(dim), num_anchors, num_classes
-    )
+    # the model's heads are as wide as the finest detection level, at most 128 channels
+    width = min(MAX_HEAD_WIDTH, topology.features_per_stage[min(levels)])
+    heads = head_feature_map_size(topology, patch, levels, width, num_anchors, num_classes)
     return unet + heads
 
 

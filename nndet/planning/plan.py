@@ -84,7 +84,6 @@ class Plan:
     target: str = "gpu"  # "gpu" or "cpu": the budget this plan was made for
     gpu_memory_gb: float | None = 8.0
     median_shape: list[int] = field(default_factory=list)  # stored cases, data_dim entries
-    head_channels: int = 128  # width of the detection heads the budget estimate assumed
     extra: dict[str, Any] = field(default_factory=dict)  # planner notes (rules that fired)
 
     @property

@@ -226,7 +226,6 @@ def _make_plan(
         target=budget.target,
         gpu_memory_gb=budget.gpu_memory_gb if budget.target == "gpu" else None,
         median_shape=[int(round(v)) for v in geometry["median_shape"]],
-        head_channels=budget.head_channels(dim),
         extra={
             "notes": plan_notes,
             "feature_map_elements_per_sample": fit.estimate,
