@@ -107,7 +107,6 @@ def worker(which: str, config_path: Path) -> None:
         per_case[case_id] = {"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb()}
     total = time.perf_counter() - start
     print(json.dumps({"per_case": per_case, "total_s": total, "baseline_mb": baseline,
-                      "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "per_case_peaks": can_reset}))  # fmt: skip
 
 
@@ -218,6 +217,7 @@ def _table(results: dict[str, dict], cases: list[str]) -> str:
     peak = {k: max(c["peak_mb"] for c in r["per_case"].values()) for k, r in results.items()}
     time_ratio = ours["total_s"] / ref["total_s"]
     mem_ratio = peak["nndet"] / peak["nnunetv2"]
+    work = {k: peak[k] - r["baseline_mb"] for k, r in results.items()}
     secs = {k: [r["per_case"][c]["seconds"] for c in cases] for k, r in results.items()}
     lines = [
         "| | nndet | nnunetv2 | ratio | target |",
@@ -229,8 +229,8 @@ def _table(results: dict[str, dict], cases: list[str]) -> str:
         f" {max(secs['nnunetv2']):.2f} | | |",
         f"| peak RSS of one case, max over cases (MB) | {peak['nndet']:.0f} |"
         f" {peak['nnunetv2']:.0f} | {mem_ratio:.2f} | <= {TARGET_RATIO} |",
-        f"| process peak RSS (MB) | {ours['process_peak_mb']:.0f} |"
-        f" {ref['process_peak_mb']:.0f} | | |",
+        f"| same, above the RSS after imports (MB) | {work['nndet']:.0f} |"
+        f" {work['nnunetv2']:.0f} | {work['nndet'] / work['nnunetv2']:.2f} | |",
         f"| RSS after imports (MB) | {ours['baseline_mb']:.0f} | {ref['baseline_mb']:.0f} | | |",
     ]
     verdict = "meets" if time_ratio <= TARGET_RATIO and mem_ratio <= TARGET_RATIO else "misses"
@@ -243,11 +243,16 @@ def main() -> None:
     parser.add_argument("--num-cases", type=int, help="training cases (default: all, 100)")
     parser.add_argument("--work", type=Path, help="work folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the raw measurements here")
+    parser.add_argument("--table", type=Path, help="only print the table of a --json file")
     parser.add_argument("--worker", choices=["nndet", "nnunet"], help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.config)
+        return
+    if args.table:
+        results = json.loads(args.table.read_text())
+        print(_table(results, sorted(results["nndet"]["per_case"])))
         return
 
     with tempfile.TemporaryDirectory(prefix="bench_prep_") as tmp:

@@ -217,7 +217,7 @@ def default_num_processes(cases: list[RawCase]) -> int:
     """Worker processes that fit the machine: CPUs, at most 8, and the memory at hand.
 
     A worker holds about :data:`BYTES_PER_VOXEL` bytes per voxel and modality of its case
-    (float64 copies while resampling, measured by ``scripts/bench_preprocessing.py``).
+    beyond its imports (float64 copies and coordinate grids of nnU-Net's resampling).
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     voxels = max((_voxels(case) * len(case.images) for case in cases[:50]), default=0)
@@ -225,7 +225,8 @@ def default_num_processes(cases: list[RawCase]) -> int:
     return int(max(1, min(cpus or 1, 8, fit)))
 
 
-BYTES_PER_VOXEL = 40
+# ~100 measured by scripts/bench_preprocessing.py on Task104 (full size), with some margin
+BYTES_PER_VOXEL = 120
 
 
 def _voxels(case: RawCase) -> int:
