@@ -10,17 +10,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from nndet.cli.common import run_command, setup_logging
+from nndet.cli.common import default_processes, run_command, setup_logging
 from nndet.data.paths import data_root, models_root, task_dir, task_folder_name, task_number
 from nndet.inference.consolidate import InferenceSettings
-from nndet.inference.sweep import (
-    DEFAULT_METRIC,
-    NAMED_METRICS,
-    PLAN_NAME,
-    SEARCH_GRID,
-    find_model_dir,
-    sweep,
-)
+from nndet.inference.model_folder import find_model_dir
+from nndet.inference.sweep import DEFAULT_METRIC, NAMED_METRICS, PLAN_NAME, SEARCH_GRID, sweep
 from nndet.planning.plan import load_plans
 
 DESCRIPTION = f"""\
@@ -65,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--labels", metavar="DIR",
         help="labels of the validation cases (default: the task's raw_splitted/labelsTr)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-p", "--processes", type=int, default=default_processes(),
+        help="processes that consolidate cases in parallel (default: the cores, at most 8)",
     )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     return parser
@@ -128,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"nndet_sweep: reading {model_dir} and {labels}")
         record = sweep(
             model_dir, folds=args.folds, metric=args.metric, labels_dir=labels,
-            progress=_progress,
+            progress=_progress, processes=args.processes,
         )  # fmt: skip
         folds = " ".join(str(f) for f in record["folds"])
         print(f"{record['num_cases']} validation cases of folds {folds}")

@@ -16,8 +16,10 @@ setting. Everything is written to ``<model>_<plan>/inference_plan.json``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +40,13 @@ from nndet.evaluation.folders import (
 from nndet.evaluation.matching import match_case
 from nndet.evaluation.metrics import MAIN_IOU, evaluate
 from nndet.inference.consolidate import InferenceSettings, consolidate_views
+from nndet.inference.model_folder import VIEWS_DIR, model_identity, trained_folds
 from nndet.inference.views import CaseViews, list_views, load_views, views_path
 from nndet.preprocessing.geometry import boxes_to_original
 
 logger = logging.getLogger(__name__)
 
 PLAN_NAME = "inference_plan.json"
-VIEWS_DIR = "val_views"
 DEFAULT_METRIC = "mAP@0.1"
 NAMED_METRICS = ("mAP@0.1", "mAP@0.1:0.5", "CPM")
 
@@ -71,30 +73,6 @@ class SweepCase:
     fold: int
     views: CaseViews
     properties: dict[str, Any]
-
-
-def trained_folds(model_dir: Path | str) -> list[int]:
-    """Folds of a ``<model>_<plan>`` folder that hold at least one validation views file."""
-    folds = []
-    for folder in Path(model_dir).glob("fold*"):
-        number = folder.name[len("fold") :]
-        if number.isdigit() and list_views(folder / VIEWS_DIR):
-            folds.append(int(number))
-    return sorted(folds)
-
-
-def model_identity(model_dir: Path | str) -> tuple[str, str]:
-    """``(model, plan name)`` of a model folder, from the ``plan.json`` training copied there.
-
-    Without that file the folder name ``<model>_<plan>`` is split at its last underscore.
-    """
-    model_dir = Path(model_dir)
-    record = model_dir / "plan.json"
-    if record.is_file():
-        data = load_json(record)
-        return str(data["model"]), str(data["plan"]["name"])
-    model, _, plan = model_dir.name.rpartition("_")
-    return model, plan
 
 
 def check_metric(metric: str) -> float | None:
@@ -130,17 +108,50 @@ def metric_value(
     return metrics["FROC@0.1"]["CPM"] if metric == "CPM" else metrics[metric]
 
 
-def consolidate_cases(
-    cases: Sequence[SweepCase], settings: InferenceSettings
-) -> dict[str, Prediction]:
-    """Consolidated boxes of every case under ``settings``, in original-image voxels."""
-    predictions = {}
-    for case in cases:
-        boxes, scores, labels = consolidate_views(case.views, settings)
-        predictions[case.views.case_id] = (
-            boxes_to_original(boxes, case.properties), scores, labels
-        )  # fmt: skip
-    return predictions
+def consolidate_case(case: SweepCase, settings: InferenceSettings) -> Prediction:
+    """The consolidated boxes of one case under ``settings``, in original-image voxels."""
+    boxes, scores, labels = consolidate_views(case.views, settings)
+    return boxes_to_original(boxes, case.properties), scores, labels
+
+
+_POOL_CASES: Sequence[SweepCase] = ()  # the cases, inherited by forked workers
+
+
+def _init_worker() -> None:
+    # one thread per process: the workers share the cores, and a forked OpenMP pool can hang
+    torch.set_num_threads(1)
+
+
+def _consolidate_job(job: tuple[int, InferenceSettings]) -> Prediction:
+    return consolidate_case(_POOL_CASES[job[0]], job[1])
+
+
+@contextlib.contextmanager
+def case_consolidator(
+    cases: Sequence[SweepCase], processes: int = 1
+) -> Iterator[Callable[[InferenceSettings], dict[str, Prediction]]]:
+    """A function ``settings -> {case_id: prediction}`` over all cases, run by ``processes``.
+
+    The worker processes are forked once, holding the cases, and serve every setting; a
+    setting travels to them and the (at most 100) boxes per case travel back.
+    """
+    global _POOL_CASES
+    if processes <= 1 or len(cases) < 2:
+        yield lambda settings: {c.views.case_id: consolidate_case(c, settings) for c in cases}
+        return
+    _POOL_CASES = cases
+    context = multiprocessing.get_context("fork")  # spawn would re-import torch per worker
+    try:
+        with context.Pool(min(processes, len(cases)), initializer=_init_worker) as pool:
+
+            def run(settings: InferenceSettings) -> dict[str, Prediction]:
+                jobs = [(i, settings) for i in range(len(cases))]
+                results = pool.map(_consolidate_job, jobs, chunksize=1)
+                return {c.views.case_id: r for c, r in zip(cases, results, strict=True)}
+
+            yield run
+    finally:
+        _POOL_CASES = ()
 
 
 def coordinate_search(
@@ -240,50 +251,6 @@ def operating_point(
     }
 
 
-def find_model_dir(
-    task_models: Path | str, model: str | None = None, plan: str | None = None,
-    default_plan: str | None = None,
-) -> Path:  # fmt: skip
-    """The ``<model>_<plan>`` folder of a task's model folder that a command should use.
-
-    Named model and plan give their folder. Otherwise the trained folders (those with
-    validation views) that fit what was named are the candidates: a single one is used;
-    among several, the default model ``retina_unet`` with ``default_plan`` is.
-
-    Args:
-        task_models: ``<NNDET_MODELS>/TaskNNN_Name``.
-        model, plan: what the user named, if anything.
-        default_plan: the task's default plan (from ``plans.json``), when known.
-
-    Raises:
-        FileNotFoundError: no trained folder fits, naming the command that trains one.
-    """
-    task_models = Path(task_models)
-    train = f"nndet_train {task_models.name.split('_')[0]} -f 0"
-    if model is not None and plan is not None:
-        return task_models / f"{model}_{plan}"
-    folders = sorted(p for p in task_models.glob("*_*") if p.is_dir() and trained_folds(p))
-    identities = {p: model_identity(p) for p in folders}
-    fits = [
-        p for p, (m, n) in identities.items()
-        if (model is None or m == model) and (plan is None or n == plan)
-    ]  # fmt: skip
-    if len(fits) == 1:
-        return fits[0]
-    if not fits:
-        raise FileNotFoundError(
-            f"no trained fold with validation views in {task_models}: run `{train}` first"
-        )
-    wanted = (model or "retina_unet", plan or default_plan)
-    for folder in fits:
-        if identities[folder] == wanted:
-            return folder
-    raise FileNotFoundError(
-        f"several trained models in {task_models} ({', '.join(p.name for p in fits)}): "
-        "choose one with --model and --plan"
-    )
-
-
 def load_cases(model_dir: Path, folds: Sequence[int], preprocessed: Path | None) -> list[SweepCase]:
     """The validation views of ``folds`` with the properties that map them to the image.
 
@@ -339,6 +306,7 @@ def sweep(
     preprocessed_dir: Path | str | None = None,
     grid: Sequence[tuple[str, Sequence[Any]]] = SEARCH_GRID,
     progress: Progress | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Tune the inference settings of a model folder and write ``inference_plan.json``.
 
@@ -351,6 +319,7 @@ def sweep(
         preprocessed_dir: ``preprocessed/<plan>``, read only for views without properties.
         grid: the parameters and values searched, in order (default :data:`SEARCH_GRID`).
         progress: wraps the iteration over the settings tried.
+        processes: worker processes that consolidate cases in parallel (1: none).
 
     Returns:
         The record written to ``model_dir/inference_plan.json`` (``documentation/sweep.md``).
@@ -374,12 +343,13 @@ def sweep(
         grid = [(p, v) for p, v in grid if p != "use_mirror"]  # nothing was mirrored
 
     predictions: dict[InferenceSettings, dict[str, Prediction]] = {}
+    with case_consolidator(cases, processes) as consolidate:
 
-    def score(settings: InferenceSettings) -> float:
-        predictions[settings] = consolidate_cases(cases, settings)
-        return float(metric_value(predictions[settings], truth, metric, names) or 0.0)
+        def score(settings: InferenceSettings) -> float:
+            predictions[settings] = consolidate(settings)
+            return float(metric_value(predictions[settings], truth, metric, names) or 0.0)
 
-    best, best_value, search = coordinate_search(score, InferenceSettings(), grid, progress)
+        best, best_value, search = coordinate_search(score, InferenceSettings(), grid, progress)
     point = operating_point(predictions[best], truth)
     if point["score_threshold"] is None:
         logger.warning("no validation box matches an object: no operating point is chosen")

@@ -164,6 +164,12 @@ def test_every_distinct_setting_is_recorded_once(roots):
     assert len(tried) == 11
 
 
+def test_worker_processes_give_the_same_sweep(roots):
+    model_dir = duplicates_and_neighbours(roots)
+    serial, parallel = sweep(model_dir), sweep(model_dir, processes=2)
+    assert parallel == serial
+
+
 def test_boxes_are_scored_in_original_image_coordinates(roots):
     # Stored = raw cropped to rows [20, 52), axes swapped, halved: a box left in stored
     # voxels would miss its object entirely.
