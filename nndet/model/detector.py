@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 MODELS = ("retina_unet", "retina_net", "detunet")
 
-# Widest head: 128 channels, nnDetection's head width (which the P2 width of nnU-Net's 2D and
-# 3D default topologies equals); narrower plans keep the width of their finest detection level.
+# Widest head: 128 channels, the P2 width of nnU-Net's default 2D and 3D topologies; the cap keeps
+# heads on P2 of a wide 3D plan affordable. Narrower plans keep their finest level's width.
 MAX_HEAD_WIDTH = 128
 
 

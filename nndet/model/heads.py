@@ -21,8 +21,11 @@ PRIOR_PROBABILITY = 0.01
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
-    # 32 groups as in Group Norm (Wu & He 2018); fewer where the width does not divide.
-    return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-5, affine=True)
+    # 16 channels per group, as nnDetection's heads; the largest group count that divides.
+    groups = max(1, channels // 16)
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels, eps=1e-5, affine=True)
 
 
 class ConvHead(nn.Module):

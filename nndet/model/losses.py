@@ -30,7 +30,7 @@ def classification_loss(
         anchor_labels: long [B, N]: class id of the matched object, ``BACKGROUND`` (-1) or
             ``IGNORE`` (-2).
         negative_ratio: negatives kept per positive in an image (1:3, as SSD's hard negative
-            mining and nnDetection's sampler).
+            mining; nnDetection samples about 1:2 from a pool of hard negatives).
         min_negatives: negatives kept in an image with few or no positives, so that empty
             patches still teach the classifier what background looks like.
 
