@@ -123,4 +123,4 @@ class SegmentationLoss(nn.Module):
 
     def forward(self, seg_logits: Tensor, seg: Tensor) -> Tensor:
         """Loss of logits float [B, K + 1, *spatial] against a long map [B, *spatial]."""
-        return self.loss(seg_logits.float(), seg[:, None].long())
+        return self.loss(seg_logits.float(), seg[:, None].to(seg_logits.device, torch.long))
