@@ -328,17 +328,7 @@ def sweep(
     check_metric(metric)
     model, plan = model_identity(model_dir)
     folds = _check_folds(model_dir, folds)
-    task = data_root() / model_dir.parent.name
-    labels_dir = Path(labels_dir) if labels_dir else task / "raw_splitted" / "labelsTr"
-    if preprocessed_dir is None and (task / "preprocessed" / plan).is_dir():
-        preprocessed_dir = task / "preprocessed" / plan
-
-    cases = load_cases(model_dir, folds, Path(preprocessed_dir) if preprocessed_dir else None)
-    truth = load_ground_truth(labels_dir, [c.views.case_id for c in cases])
-    names = _class_names(model_dir, labels_dir)
-    logger.info("sweep of %s on %d validation cases of folds %s", model_dir, len(cases), folds)
-    if not any(len(labels) for _, labels in truth.values()):
-        raise ValueError(f"the validation cases of {model_dir} hold no object: nothing to tune")
+    cases, truth, names = _load_inputs(model_dir, plan, folds, labels_dir, preprocessed_dir)
     if not any(any(axes for axes in c.views.mirror_axes) for c in cases):
         grid = [(p, v) for p, v in grid if p != "use_mirror"]  # nothing was mirrored
 
@@ -365,6 +355,24 @@ def sweep(
     save_json(record, model_dir / PLAN_NAME)
     logger.info("wrote %s", model_dir / PLAN_NAME)
     return record
+
+
+def _load_inputs(
+    model_dir: Path, plan: str, folds: Sequence[int], labels_dir: Path | str | None,
+    preprocessed_dir: Path | str | None,
+) -> tuple[list[SweepCase], dict[str, GroundTruth], dict[int, str] | None]:  # fmt: skip
+    """The validation cases, their ground truth and the class names."""
+    task = data_root() / model_dir.parent.name
+    labels_dir = Path(labels_dir) if labels_dir else task / "raw_splitted" / "labelsTr"
+    if preprocessed_dir is None and (task / "preprocessed" / plan).is_dir():
+        preprocessed_dir = task / "preprocessed" / plan
+
+    cases = load_cases(model_dir, folds, Path(preprocessed_dir) if preprocessed_dir else None)
+    truth = load_ground_truth(labels_dir, [c.views.case_id for c in cases])
+    logger.info("sweep of %s on %d validation cases of folds %s", model_dir, len(cases), folds)
+    if not any(len(labels) for _, labels in truth.values()):
+        raise ValueError(f"the validation cases of {model_dir} hold no object: nothing to tune")
+    return cases, truth, _class_names(model_dir, labels_dir)
 
 
 def _check_folds(model_dir: Path, folds: Sequence[int] | None) -> list[int]:
