@@ -137,6 +137,7 @@ def evaluate_folders(
     iou_thresholds_extra: Sequence[float] = (),
     missing_as_empty: bool = False,
     progress: Progress | None = None,
+    case_ids: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a prediction folder against a labels folder and write the metrics JSON.
 
@@ -150,6 +151,7 @@ def evaluate_folders(
         missing_as_empty: count ground-truth cases without a prediction file as cases
             without detections instead of raising.
         progress: wraps the loop that reads the instance maps (the slow part), e.g. tqdm.
+        case_ids: evaluate only these cases of ``gt_dir`` (e.g. a fold's validation cases).
 
     Returns:
         The metrics of :func:`nndet.evaluation.metrics.evaluate` and the path written.
@@ -157,6 +159,14 @@ def evaluate_folders(
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     predicted = list_prediction_cases(pred_dir)
     labelled = list_label_cases(gt_dir)
+    if case_ids is not None:
+        unknown = sorted(set(case_ids) - set(labelled))
+        if unknown:
+            raise FileNotFoundError(
+                f"{len(unknown)} cases to evaluate have no labels in {gt_dir}, e.g. {unknown[0]}"
+            )
+        labelled = {case_id: labelled[case_id] for case_id in sorted(set(case_ids))}
+        predicted = {c: p for c, p in predicted.items() if c in labelled}
     _check_missing(sorted(set(labelled) - set(predicted)), pred_dir, missing_as_empty)
     extra = sorted(set(predicted) - set(labelled))
     if extra:
