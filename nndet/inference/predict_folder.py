@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,11 +33,13 @@ from nndet.data.predictions import (
     read_case_prediction,
     write_predictions_csv,
 )
+from nndet.inference.consolidate import InferenceSettings
 from nndet.inference.models import load_model_dir
 from nndet.inference.overlays import overlays_missing, write_overlays
-from nndet.inference.predictor import predict_case
+from nndet.inference.predictor import Predictor, predict_case
 from nndet.inference.sweep import load_inference_settings
 from nndet.inference.validation import write_case
+from nndet.planning.plan import Plan
 from nndet.preprocessing.preprocess import preprocess_image_for_inference
 
 logger = logging.getLogger(__name__)
@@ -167,6 +169,43 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {useful[-1] if useful else ''}"
 
 
+def predict_images(
+    out_dir: Path | str,
+    case_id: str,
+    images: np.ndarray,
+    geometry: dict,
+    models: Sequence[Predictor],
+    plan: Plan,
+    settings: InferenceSettings,
+    class_names: Mapping[int, str] | None,
+    score_threshold: float | None,
+    mirror: bool = True,
+    device: str = "auto",
+) -> Path:
+    """Preprocess, predict and write one case given as arrays; returns its JSON's path.
+
+    Args:
+        out_dir: the prediction folder.
+        case_id: the case's name.
+        images: float [C, *spatial] in raw array order, one channel per modality.
+        geometry: of the images, as :func:`nndet.data.io.read_image` returns it.
+        models: the ensemble (see :mod:`nndet.inference.predictor`).
+        plan: the plan the models were trained with.
+        settings: consolidation settings; ``use_mirror=False`` also skips flipped tiles.
+        class_names: ``{class id: name}`` for the file.
+        score_threshold: the operating point written to the file.
+        mirror: test-time mirroring.
+        device: where the networks run.
+    """
+    data, properties = preprocess_image_for_inference(images, geometry, plan, case_id)
+    result = predict_case(
+        models, data, properties, plan, settings, case_id=case_id,
+        mirror=mirror and settings.use_mirror, device=device,
+    )  # fmt: skip
+    prediction = (result.boxes, result.scores, result.labels)
+    return write_case(out_dir, case_id, prediction, properties, class_names, score_threshold)
+
+
 def predict_folder(
     model_dir: Path | str,
     in_dir: Path | str,
@@ -216,13 +255,10 @@ def predict_folder(
                 report.skipped.append(case_id)
                 continue
             images, geometry = read_input_case(case_id, paths)
-            data, properties = preprocess_image_for_inference(images, geometry, plan, case_id)
-            result = predict_case(
-                models, data, properties, plan, settings, case_id=case_id,
-                mirror=mirror and settings.use_mirror, device=device,
+            path = predict_images(
+                out_dir, case_id, images, geometry, models, plan, settings, class_names,
+                threshold, mirror=mirror, device=device,
             )  # fmt: skip
-            prediction = (result.boxes, result.scores, result.labels)
-            path = write_case(out_dir, case_id, prediction, properties, class_names, threshold)
             if png or nifti:
                 write_overlays(out_dir, read_case_prediction(path), images[0], png, nifti)
             report.predicted.append(case_id)
