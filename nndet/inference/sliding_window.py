@@ -15,14 +15,18 @@ convention, ``hi`` exclusive); a padded tile has a negative start.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 from torch import Tensor
+
+from nndet.planning.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -155,3 +159,102 @@ def flip_boxes(boxes: Tensor, axes: Sequence[int], size: Sequence[int]) -> Tenso
         out[:, a] = size[a] - boxes[:, a + dim]
         out[:, a + dim] = size[a] - boxes[:, a]
     return out
+
+
+class Predictor(Protocol):
+    def predict(self, images: Tensor) -> list[dict[str, Tensor]]: ...
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def tile_size_for(plan: Plan) -> list[int]:
+    """The tile in stored-case axes: the patch, with a 1-voxel slice axis for a 2d plan on 3D."""
+    extra = plan.data_dim - plan.dim
+    if extra not in (0, 1):
+        raise ValueError(f"plan {plan.name}: a {plan.dim}D network on {plan.data_dim}D data")
+    return [1] * extra + list(plan.patch_size)
+
+
+def _autocast(device: torch.device):
+    # Mixed precision on CUDA as in nnU-Net's predictor; the CPU stays in float32.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def predict_views(
+    models: Sequence[Predictor],
+    data: Any,
+    grid: TileGrid,
+    net_dim: int,
+    mirror: bool = True,
+    batch_size: int = 2,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Run every model on every mirror of every tile; keep all raw boxes.
+
+    Args:
+        models: the ensemble (one per fold), each with ``predict`` (module docstring).
+        data: float [C, *spatial] stored case (numpy or blosc2; read tile by tile).
+        grid: the tiles, in stored-case axes.
+        net_dim: 2 or 3; a 2D network on 3D data gets the tile's slice axis squeezed away.
+        mirror: predict all ``2**net_dim`` flips of each tile.
+        batch_size: tiles per network call.
+        device: where the networks run.
+
+    Returns:
+        The tensor fields of :class:`CaseViews` (``boxes`` [N, 2*data_dim] in stored-case
+        voxels, ``scores``, ``labels``, ``view_ids``, ``view_model``, ``view_mirror``,
+        ``view_tile``) and ``mirror_axes``.
+    """
+    device = resolve_device(device)
+    data_dim = len(grid.image_shape)
+    squeeze = data_dim - net_dim  # 1 for a 2d plan on 3D data: the tile is one slice
+    patch = list(grid.tile_size[squeeze:])
+    mirrors = mirror_combinations(net_dim, mirror)
+    starts = grid.starts().float()
+    out: dict[str, list] = {k: [] for k in ("boxes", "scores", "labels", "view_ids", "views")}
+
+    for model in models:
+        if isinstance(model, torch.nn.Module):
+            model.to(device).eval()
+    with torch.inference_mode():
+        for tiles, images in iter_tile_batches(data, grid, batch_size):
+            images = images.to(device)
+            if squeeze:
+                images = images[:, :, 0]
+            for m, model in enumerate(models):
+                for k, axes in enumerate(mirrors):
+                    flipped = images.flip([a + 2 for a in axes]) if axes else images
+                    with _autocast(device):
+                        results = model.predict(flipped)
+                    for t, result in zip(tiles.tolist(), results, strict=True):
+                        boxes = flip_boxes(result["boxes"].float().cpu(), axes, patch)
+                        if squeeze:  # the slice: [s, s + 1) on axis 0
+                            zeros = torch.zeros(len(boxes), 1)
+                            boxes = torch.cat([zeros, boxes[:, :net_dim], zeros + 1,
+                                               boxes[:, net_dim:]], dim=1)  # fmt: skip
+                        view = len(out["views"])
+                        out["views"].append((m, k, t))
+                        out["boxes"].append(boxes + torch.cat([starts[t], starts[t]]))
+                        out["scores"].append(result["scores"].float().cpu())
+                        out["labels"].append(result["labels"].long().cpu())
+                        out["view_ids"].append(torch.full((len(boxes),), view, dtype=torch.long))
+
+    table = torch.tensor(out.pop("views"), dtype=torch.long).reshape(-1, 3)
+    fields: dict[str, Any] = {
+        "boxes": torch.cat(out["boxes"]).reshape(-1, 2 * data_dim),
+        "scores": torch.cat(out["scores"]),
+        "labels": torch.cat(out["labels"]),
+        "view_ids": torch.cat(out["view_ids"]),
+        "view_model": table[:, 0].contiguous(),
+        "view_mirror": table[:, 1].contiguous(),
+        "view_tile": table[:, 2].contiguous(),
+        "mirror_axes": [list(a) for a in mirrors],
+    }
+    return fields
