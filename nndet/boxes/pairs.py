@@ -61,8 +61,11 @@ class BoxGrid:
         self.strides = torch.tensor(strides, dtype=torch.long, device=boxes.device)
         self.group_stride = strides[0] * int(cells[0])
 
-        offsets = torch.tensor(list(itertools.product((-1, 0, 1), repeat=d)), device=boxes.device)
-        self.neighbour_offsets = (offsets * self.strides).sum(dim=1)  # [3^D]
+        # the last axis has stride 1, so its three neighbour cells are one key range: look up
+        # 3^(D-1) ranges [key + offset - 1, key + offset + 1] instead of 3^D cells
+        offsets = list(itertools.product((-1, 0, 1), repeat=d - 1))
+        offsets = torch.tensor(offsets, dtype=torch.long, device=boxes.device)
+        self.neighbour_offsets = (offsets * self.strides[:-1]).sum(dim=1)  # [3^(D-1)]
 
     def keys(self, boxes: Tensor, groups: Tensor | None = None) -> Tensor:
         """Cell key (long ``[N]``) of each box's lower corner, offset by its group."""
@@ -112,9 +115,9 @@ def candidate_pairs(
     """
     if len(query_keys) == 0 or len(reference) == 0:
         return
-    neighbours = query_keys[:, None] + grid.neighbour_offsets[None, :]  # [Q, 3^D]
-    start = torch.searchsorted(reference.keys, neighbours)
-    count = torch.searchsorted(reference.keys, neighbours, right=True) - start
+    neighbours = query_keys[:, None] + grid.neighbour_offsets[None, :]  # [Q, 3^(D-1)]
+    start = torch.searchsorted(reference.keys, neighbours - 1)
+    count = torch.searchsorted(reference.keys, neighbours + 1, right=True) - start
     cumulative = count.sum(dim=1).cumsum(dim=0)  # [Q]
 
     num_query, first = len(query_keys), 0

@@ -115,9 +115,12 @@ def cluster_boxes(
     areas = box_area(sorted_boxes)
     top_index = SortedKeys(keys[tops], torch.arange(len(tops), device=boxes.device))
     cluster = torch.full((n,), len(tops), dtype=torch.long, device=boxes.device)
-    for query, rank in candidate_pairs(grid, keys, top_index):
-        hit = pair_iou(sorted_boxes, areas, query, tops[rank]) > iou_threshold
-        cluster.scatter_reduce_(0, query[hit], rank[hit], reduce="amin")
+    for first in range(0, n, block_size):  # blocks bound the memory of the look-up
+        block_keys = keys[first : first + block_size]
+        for query, rank in candidate_pairs(grid, block_keys, top_index):
+            query = query + first
+            hit = pair_iou(sorted_boxes, areas, query, tops[rank]) > iou_threshold
+            cluster.scatter_reduce_(0, query[hit], rank[hit], reduce="amin")
     if bool((cluster == len(tops)).any()):
         raise RuntimeError("cluster_boxes: a box matched no top box (NaN coordinates?)")
     overlap = pair_iou(sorted_boxes, areas, torch.arange(n, device=boxes.device), tops[cluster])
