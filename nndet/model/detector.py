@@ -224,14 +224,23 @@ class RetinaUNet(nn.Module):
         return losses
 
     @torch.no_grad()
-    def predict(self, images: Tensor, topk: int = 1000, min_score: float = 0.01) -> list[dict]:
+    def predict(
+        self, images: Tensor, topk: int = 1000, min_score: float = 0.05, max_per_image: int = 300
+    ) -> list[dict]:
         """Candidate boxes of every image (no NMS): forward, then :meth:`postprocess`."""
         outputs = self(images)
-        return self.postprocess(outputs, images.shape[2:], topk=topk, min_score=min_score)
+        return self.postprocess(
+            outputs, images.shape[2:], topk=topk, min_score=min_score, max_per_image=max_per_image
+        )
 
     @torch.no_grad()
     def postprocess(
-        self, outputs: dict, image_shape, topk: int = 1000, min_score: float = 0.01
+        self,
+        outputs: dict,
+        image_shape,
+        topk: int = 1000,
+        min_score: float = 0.05,
+        max_per_image: int = 300,
     ) -> list[dict]:
         """Raw candidate boxes from network outputs, before any NMS or clustering.
 
@@ -239,7 +248,10 @@ class RetinaUNet(nn.Module):
             outputs: as returned by :meth:`forward`.
             image_shape: the D spatial sizes of the input patch.
             topk: most candidates per level and image, over all classes.
-            min_score: lowest class probability kept.
+            min_score: lowest class probability kept (0.05, as torchvision's RetinaNet: lower
+                scores add boxes by the hundred per tile that never survive clustering).
+            max_per_image: most candidates per image over all levels, the best first; every
+                tile of every mirror is a view, so this bounds what inference stores per view.
 
         Returns:
             B dicts: ``"boxes"`` float32 [N, 2*D] in patch voxel coordinates, clipped to the
@@ -261,6 +273,9 @@ class RetinaUNet(nn.Module):
                 )
             ]
             boxes, scores, labels = (torch.cat(p) for p in zip(*parts, strict=True))
+            if len(scores) > max_per_image:
+                scores, order = scores.topk(max_per_image)
+                boxes, labels = boxes[order], labels[order]
             results.append(
                 {"boxes": clip_boxes(boxes, image_shape), "scores": scores, "labels": labels}
             )

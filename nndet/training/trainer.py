@@ -1,0 +1,354 @@
+"""The training loop of one fold: a short loop over named steps.
+
+Optimiser and schedule follow nnU-Net (SGD, Nesterov momentum 0.99, weight decay 3e-5,
+initial learning rate 0.01, polynomial decay with exponent 0.9, gradient norm clipped at 12;
+Isensee et al., 2021), with a linear warm-up over the first iterations as nnDetection uses
+for its detection heads (Baumgartner et al., 2021).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nndet import __version__
+from nndet.data.dataset import load_dataset_json
+from nndet.data.io import save_json
+from nndet.model.detector import RetinaUNet
+from nndet.planning.plan import Plan, load_plans
+from nndet.planning.splits import load_splits
+from nndet.preprocessing.storage import CaseStore
+from nndet.training import distributed
+from nndet.training.checkpoint import load_checkpoint, save_checkpoint
+from nndet.training.progress import (
+    append_metrics,
+    format_epoch,
+    plot_progress,
+    read_metrics,
+    truncate_metrics,
+)
+from nndet.training.sampling import make_train_loader
+from nndet.training.schedule import WarmupPolyLR
+
+logger = logging.getLogger(__name__)
+
+MODELS = ("retina_unet", "retina_net", "detunet")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one fold's training run depends on besides the plan."""
+
+    task_dir: Path  # <NNDET_DATA>/TaskNNN_Name
+    model_dir: Path  # <NNDET_MODELS>/TaskNNN_Name/<model>_<plan>
+    fold: int
+    plan_name: str | None = None  # None: the task's default plan
+    model: str = "retina_unet"
+    epochs: int | None = None  # None: the plan's schedule
+    iters_per_epoch: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 2
+    resume: bool = True
+    validate: bool = True
+    initial_lr: float = 0.01
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    warmup_iters: int = 100  # capped at a tenth of the run
+    grad_clip: float = 12.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA GPU: use --device cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fold_dir(config: TrainConfig) -> Path:
+    return config.model_dir / f"fold{config.fold}"
+
+
+def prepare_model_dir(config: TrainConfig, plan: Plan) -> None:
+    """Copy ``dataset.json`` and the plan beside the folds so the folder is self-contained."""
+    config.model_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config.task_dir / "dataset.json", config.model_dir / "dataset.json")
+    save_json(
+        {"nndet_version": __version__, "model": config.model, "plan": plan.to_dict()},
+        config.model_dir / "plan.json",
+    )
+
+
+def load_fold_cases(config: TrainConfig) -> tuple[list[str], list[str]]:
+    """Training and validation case ids of the fold from ``preprocessed/splits.json``."""
+    splits = load_splits(config.task_dir / "preprocessed" / "splits.json")
+    if not 0 <= config.fold < len(splits):
+        raise ValueError(f"fold {config.fold} does not exist: splits.json has {len(splits)} folds")
+    return splits[config.fold]["train"], splits[config.fold]["val"]
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.initial_lr,
+        momentum=config.momentum,
+        nesterov=True,
+        weight_decay=config.weight_decay,
+    )
+
+
+def to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, dict]:
+    """Images and loss targets of a batch from :mod:`nndet.training.sampling` on ``device``."""
+    images = batch["image"].to(device, non_blocking=True)
+    targets = {
+        "boxes": [b.to(device) for b in batch["boxes"]],
+        "labels": [lbl.to(device) for lbl in batch["labels"]],
+        "seg": batch["seg"].to(device, non_blocking=True),
+    }
+    return images, targets
+
+
+def train_step(model, module: RetinaUNet, images, targets, optimizer, scaler, config, device):
+    """One optimiser step; returns the detached losses."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, enabled=device.type == "cuda"):
+        outputs = model(images)
+        losses = module.compute_loss(outputs, targets)
+    scaler.scale(losses["total"]).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return {name: float(value.detach()) for name, value in losses.items()}
+
+
+def train_fold(config: TrainConfig) -> Path:
+    """Train one fold, then validate it; resumes from ``checkpoint_latest.pt`` by default.
+
+    Returns:
+        The fold folder with ``checkpoint_final.pt``, ``log.txt``, ``metrics.jsonl``,
+        ``progress.png`` and, when validated, ``val_predictions/`` and ``val_metrics.json``.
+    """
+    if config.model not in MODELS:
+        raise ValueError(f"unknown model {config.model!r}: choose one of {MODELS}")
+    device = resolve_device(config.device)
+    info = distributed.init_distributed(device)
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    plan = load_plans(config.task_dir / "preprocessed" / "plans.json").get(config.plan_name)
+    epochs = config.epochs or plan.epochs
+    iters = config.iters_per_epoch or plan.iters_per_epoch
+    out = fold_dir(config)
+    if info.is_main:
+        prepare_model_dir(config, plan)
+        out.mkdir(parents=True, exist_ok=True)
+        _attach_log_file(out / "log.txt")
+    train_ids, val_ids = load_fold_cases(config)
+    store = CaseStore(config.task_dir / "preprocessed" / plan.name)
+    _check_cases(store, train_ids + val_ids, config)
+
+    seed_everything(config.seed)
+    module = RetinaUNet.from_plan(plan, model=config.model).to(device)
+    optimizer = build_optimizer(module, config)
+    total = epochs * iters
+    scheduler = WarmupPolyLR(optimizer, total, warmup_steps=min(config.warmup_iters, total // 10))
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    start_epoch = _resume(out, config, module, optimizer, scheduler, scaler, device)
+    model = module
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    logger.info(
+        "fold %d of %s: %d training / %d validation cases, plan %s, %d epochs x %d iterations"
+        " on %s (batch %d, patch %s)",
+        config.fold,
+        config.task_dir.name,
+        len(train_ids),
+        len(val_ids),
+        plan.name,
+        epochs,
+        iters,
+        device,
+        plan.batch_size,
+        plan.patch_size,
+    )
+    for epoch in range(start_epoch, epochs):
+        record = _run_epoch(
+            model,
+            module,
+            store,
+            train_ids,
+            plan,
+            epoch,
+            iters,
+            config,
+            optimizer,
+            scheduler,
+            scaler,
+            device,
+            info,
+        )
+        if info.is_main:
+            _end_epoch(out, record, module, optimizer, scheduler, scaler, config, epoch)
+
+    if info.is_main:
+        save_checkpoint(
+            out / "checkpoint_final.pt",
+            _state(module, optimizer, scheduler, scaler, config, epochs),
+        )
+        if config.validate and val_ids:
+            _validate(out, module, plan, store, val_ids, config, device)
+    distributed.cleanup_distributed()
+    return out
+
+
+def _run_epoch(
+    model,
+    module,
+    store,
+    train_ids,
+    plan,
+    epoch,
+    iters,
+    config,
+    optimizer,
+    scheduler,
+    scaler,
+    device,
+    info,
+) -> dict:
+    """Train one epoch; returns its record for ``metrics.jsonl``."""
+    # Seeding per epoch (and per rank) makes a resumed CPU run draw the same patches as an
+    # uninterrupted one from the resumed epoch on.
+    seed = config.seed * 100_003 + epoch * 1_009 + info.rank
+    seed_everything(seed)
+    loader = make_train_loader(store, train_ids, plan, num_workers=config.num_workers, seed=seed)
+    module.train()
+    sums: dict[str, float] = {}
+    lr = optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
+    start = time.perf_counter()
+    bar = tqdm(range(iters), desc=f"epoch {epoch}", leave=False, disable=not info.is_main)
+    for _ in bar:
+        images, targets = to_device(next(loader), device)
+        losses = train_step(model, module, images, targets, optimizer, scaler, config, device)
+        scheduler.step()
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value
+        bar.set_postfix(loss=f"{losses['total']:.3f}")
+    _close(loader)
+    record = {"epoch": epoch}
+    for name, value in sums.items():
+        record[f"loss_{name}"] = distributed.average(value / iters, info, _reduce_device(device))
+    record["lr"] = lr
+    record["time"] = time.perf_counter() - start
+    return record
+
+
+def _end_epoch(out, record, module, optimizer, scheduler, scaler, config, epoch) -> None:
+    append_metrics(out / "metrics.jsonl", record)
+    logger.info(format_epoch(record))
+    save_checkpoint(
+        out / "checkpoint_latest.pt",
+        _state(module, optimizer, scheduler, scaler, config, epoch + 1),
+    )
+    plot_progress(read_metrics(out / "metrics.jsonl"), out / "progress.png")
+
+
+def _state(module, optimizer, scheduler, scaler, config: TrainConfig, epochs_done: int) -> dict:
+    return {
+        "model": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epochs_done": epochs_done,
+        "model_name": config.model,
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+    }
+
+
+def _resume(out, config, module, optimizer, scheduler, scaler, device) -> int:
+    """Load ``checkpoint_latest.pt`` when resuming; returns the first epoch still to run."""
+    latest = out / "checkpoint_latest.pt"
+    if not config.resume or not latest.is_file():
+        return 0
+    state = load_checkpoint(latest, map_location=device)
+    module.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    done = int(state["epochs_done"])
+    truncate_metrics(out / "metrics.jsonl", done)
+    logger.info("resuming %s after epoch %d", out, done - 1)
+    return done
+
+
+def _validate(out, module, plan, store, val_ids, config, device) -> None:
+    """Predict the validation cases with sliding windows and score them."""
+    from nndet.inference.predictor import write_validation
+
+    metrics = write_validation(
+        models=[module],
+        plan=plan,
+        store=store,
+        case_ids=val_ids,
+        fold_dir=out,
+        labels_dir=config.task_dir / "raw_splitted" / "labelsTr",
+        dataset_json=load_dataset_json(config.task_dir),
+        device=device,
+    )
+    if metrics is not None:
+        value = metrics.get("mAP@0.1")
+        logger.info("fold %d validation mAP@0.1: %s", config.fold, value)
+        records = read_metrics(out / "metrics.jsonl")
+        if records:
+            records[-1]["val_mAP@0.1"] = value
+            plot_progress(records, out / "progress.png")
+
+
+def _check_cases(store: CaseStore, case_ids: list[str], config: TrainConfig) -> None:
+    missing = sorted(set(case_ids) - set(store.case_ids()))
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} cases of the split are not preprocessed in {store.folder}"
+            f" (e.g. {missing[:3]}): run `nndet_prep {config.task_dir.name}` first"
+        )
+
+
+def _attach_log_file(path: Path) -> None:
+    root = logging.getLogger("nndet")
+    if any(getattr(h, "baseFilename", None) == str(path.resolve()) for h in root.handlers):
+        return
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+
+
+def _reduce_device(device: torch.device) -> torch.device | None:
+    return device if device.type == "cuda" else None
+
+
+def _close(loader) -> None:
+    close = getattr(loader, "close", None) or getattr(loader, "_finish", None)
+    if callable(close):
+        close()
