@@ -81,6 +81,8 @@ def greedy_keep_sorted(
     Returns:
         bool [N]: which boxes are kept.
     """
+    if iou_threshold < 0:
+        raise ValueError(f"NMS needs an IoU threshold >= 0, got {iou_threshold}")
     if iou_threshold >= 1.0:  # IoU never exceeds 1: nothing is suppressed
         return torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
     groups = torch.unique(labels, return_inverse=True)[1]

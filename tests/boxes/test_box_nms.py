@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -77,6 +78,11 @@ def test_nms_threshold_is_strict():
     scores = torch.tensor([0.9, 0.8])
     assert nms(boxes, scores, 0.5).tolist() == [0, 1]
     assert nms(boxes, scores, 0.49).tolist() == [0]
+
+
+def test_nms_rejects_a_negative_threshold():
+    with pytest.raises(ValueError, match="threshold"):
+        nms(torch.zeros(2, 4), torch.zeros(2), -0.1)
 
 
 def test_nms_of_nothing_is_empty():
