@@ -36,6 +36,10 @@ from nndet.boxes.wbc import patch_center_weights, weighted_box_clustering
 from nndet.inference.views import CaseViews
 
 METHODS = ("wbc", "nms")
+# Boxes kept per output box before absorbing slivers: a container ranked below 10x the output
+# size is very unlikely to matter, and the pair search over all clusters of an untrained or
+# noisy model (10^4 and more) would dominate consolidation.
+_ABSORB_POOL = 10
 _CHUNK = 4096  # boxes per containment test in expected_views: bounds a [chunk, T] matrix
 
 
@@ -164,6 +168,11 @@ def consolidate_views(
             boxes, scores, labels, view_ids, weights, expected, settings.ensemble_iou
         )
 
+    if views.net_dim == views.data_dim:
+        # only the best boxes can reach the output; absorbing costs a pair search over them
+        pool = torch.sort(scores, descending=True, stable=True).indices
+        pool = pool[: _ABSORB_POOL * settings.max_boxes_per_case]
+        boxes, scores, labels = boxes[pool], scores[pool], labels[pool]
     # before joining slices: a 2D network's slivers are cut per slice
     keep, scores = absorb_contained(boxes, scores, labels, settings.contained_ioa)
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]

@@ -11,7 +11,8 @@ from inference_fakes import BlobModel, identity_properties, make_plan, paint
 from nndet.data.io import write_image
 from nndet.data.predictions import read_case_prediction
 from nndet.inference.consolidate import InferenceSettings, expected_views, kept_views
-from nndet.inference.predictor import predict_case, predict_validation, write_predictions_from_views
+from nndet.inference.predictor import predict_case, predict_validation, write_validation
+from nndet.inference.validation import write_predictions_from_views
 from nndet.preprocessing.storage import CaseStore
 
 CASES = {"a": [[4, 6, 12, 14], [40, 30, 52, 38]], "b": [[20, 20, 30, 34]], "c": []}
@@ -36,9 +37,9 @@ def _task(tmp_path):
 def test_validation_writes_views_predictions_and_metrics(tmp_path):
     store, labels = _task(tmp_path)
     fold = tmp_path / "retina_unet_2d" / "fold0"
-    metrics = predict_validation(
-        [BlobModel()], store, ["a", "b", "c"], make_plan(2, [32, 32]), fold, labels,
-        class_names={0: "dim", 1: "bright"},
+    metrics = write_validation(
+        [BlobModel()], make_plan(2, [32, 32]), store, ["a", "b", "c"], fold, labels,
+        dataset_json={"labels": {"0": "dim", "1": "bright"}},
     )  # fmt: skip
 
     assert sorted(p.name for p in (fold / "val_views").iterdir()) == ["a.pt", "b.pt", "c.pt"]
