@@ -57,3 +57,21 @@ def average(value: float, info: DistInfo, device: torch.device | None = None) ->
     tensor = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return float(tensor.item()) / info.world_size
+
+
+def check_in_sync(module: torch.nn.Module, info: DistInfo, device: torch.device) -> None:
+    """Raise when the parameters of the ranks differ (DDP must keep them identical).
+
+    Compares one float64 checksum per rank; a cheap guard against a rank that trained on its
+    own, e.g. after a change that bypasses the DDP wrapper.
+    """
+    if not info.enabled:
+        return
+    with torch.no_grad():
+        checksum = sum(p.double().sum() for p in module.parameters()).reshape(1).to(device)
+    sums = [torch.zeros_like(checksum) for _ in range(info.world_size)]
+    dist.all_gather(sums, checksum)
+    values = [float(s.item()) for s in sums]
+    if max(values) - min(values) > 1e-6 * max(1.0, abs(values[0])):
+        raise RuntimeError(f"model parameters differ between ranks after training: {values}")
+    logger.info("parameters identical on all %d ranks", info.world_size)

@@ -210,6 +210,7 @@ def train_fold(config: TrainConfig) -> Path:
         if info.is_main:
             _end_epoch(out, record, module, optimizer, scheduler, scaler, config, epoch)
 
+    distributed.check_in_sync(module, info, device)
     if info.is_main:
         save_checkpoint(
             out / "checkpoint_final.pt",
