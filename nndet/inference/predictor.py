@@ -86,6 +86,8 @@ def predict_case(
         The views (stored-case voxels) and the consolidated boxes in original-image voxels.
     """
     settings = settings or InferenceSettings()
+    if not models:
+        raise ValueError(f"case {case_id}: no models to predict with; train a fold first")
     image_shape = list(data.shape[1:])
     if len(image_shape) != plan.data_dim:
         raise ValueError(

@@ -187,6 +187,20 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def _to_case(boxes: Tensor, axes: Sequence[int], patch: Sequence[int], start: Tensor) -> Tensor:
+    """Boxes of a (flipped) network input ``[N, 2*dim]`` -> stored-case boxes ``[N, 2*D]``.
+
+    Undoes the flip, adds the slice extent ``[0, 1)`` when the tile has a slice axis that the
+    network did not see (``len(start) > len(patch)``), then shifts by the tile's start.
+    """
+    boxes = flip_boxes(boxes.float().cpu(), axes, patch)
+    dim = len(patch)
+    if len(start) > dim:
+        zeros = torch.zeros(len(boxes), 1)
+        boxes = torch.cat([zeros, boxes[:, :dim], zeros + 1, boxes[:, dim:]], dim=1)
+    return boxes + torch.cat([start, start])
+
+
 def predict_views(
     models: Sequence[Predictor],
     data: Any,
@@ -213,48 +227,38 @@ def predict_views(
         ``view_tile``) and ``mirror_axes``.
     """
     device = resolve_device(device)
-    data_dim = len(grid.image_shape)
-    squeeze = data_dim - net_dim  # 1 for a 2d plan on 3D data: the tile is one slice
+    squeeze = len(grid.image_shape) - net_dim  # 1 for a 2d plan on 3D data: one-slice tiles
     patch = list(grid.tile_size[squeeze:])
     mirrors = mirror_combinations(net_dim, mirror)
     starts = grid.starts().float()
-    out: dict[str, list] = {k: [] for k in ("boxes", "scores", "labels", "view_ids", "views")}
+    parts: dict[str, list] = {k: [] for k in ("boxes", "scores", "labels", "view_ids")}
+    table: list[tuple[int, int, int]] = []  # (model, mirror, tile) of each view
 
     for model in models:
         if isinstance(model, torch.nn.Module):
             model.to(device).eval()
     with torch.inference_mode():
         for tiles, images in iter_tile_batches(data, grid, batch_size):
-            images = images.to(device)
-            if squeeze:
-                images = images[:, :, 0]
-            for m, model in enumerate(models):
-                for k, axes in enumerate(mirrors):
-                    flipped = images.flip([a + 2 for a in axes]) if axes else images
-                    with _autocast(device):
-                        results = model.predict(flipped)
-                    for t, result in zip(tiles.tolist(), results, strict=True):
-                        boxes = flip_boxes(result["boxes"].float().cpu(), axes, patch)
-                        if squeeze:  # the slice: [s, s + 1) on axis 0
-                            zeros = torch.zeros(len(boxes), 1)
-                            boxes = torch.cat([zeros, boxes[:, :net_dim], zeros + 1,
-                                               boxes[:, net_dim:]], dim=1)  # fmt: skip
-                        view = len(out["views"])
-                        out["views"].append((m, k, t))
-                        out["boxes"].append(boxes + torch.cat([starts[t], starts[t]]))
-                        out["scores"].append(result["scores"].float().cpu())
-                        out["labels"].append(result["labels"].long().cpu())
-                        out["view_ids"].append(torch.full((len(boxes),), view, dtype=torch.long))
+            images = images.to(device)[:, :, 0] if squeeze else images.to(device)
+            for (m, model), (k, axes) in itertools.product(enumerate(models), enumerate(mirrors)):
+                flipped = images.flip([a + 2 for a in axes]) if axes else images
+                with _autocast(device):
+                    results = model.predict(flipped)
+                for t, result in zip(tiles.tolist(), results, strict=True):
+                    n = len(result["boxes"])
+                    parts["boxes"].append(_to_case(result["boxes"], axes, patch, starts[t]))
+                    parts["scores"].append(result["scores"].float().cpu())
+                    parts["labels"].append(result["labels"].long().cpu())
+                    parts["view_ids"].append(torch.full((n,), len(table), dtype=torch.long))
+                    table.append((m, k, t))
 
-    table = torch.tensor(out.pop("views"), dtype=torch.long).reshape(-1, 3)
-    fields: dict[str, Any] = {
-        "boxes": torch.cat(out["boxes"]).reshape(-1, 2 * data_dim),
-        "scores": torch.cat(out["scores"]),
-        "labels": torch.cat(out["labels"]),
-        "view_ids": torch.cat(out["view_ids"]),
-        "view_model": table[:, 0].contiguous(),
-        "view_mirror": table[:, 1].contiguous(),
-        "view_tile": table[:, 2].contiguous(),
-        "mirror_axes": [list(a) for a in mirrors],
-    }
+    views = torch.tensor(table, dtype=torch.long).reshape(-1, 3)
+    fields: dict[str, Any] = {key: torch.cat(values) for key, values in parts.items()}
+    fields["boxes"] = fields["boxes"].reshape(-1, 2 * len(grid.image_shape))
+    fields.update(
+        view_model=views[:, 0].contiguous(),
+        view_mirror=views[:, 1].contiguous(),
+        view_tile=views[:, 2].contiguous(),
+        mirror_axes=[list(a) for a in mirrors],
+    )
     return fields
