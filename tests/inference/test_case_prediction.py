@@ -168,3 +168,27 @@ def test_boxes_map_back_through_real_preprocessing():
 
     result = predict_case([BlobModel(threshold=2.0)], data, props, plan)
     _match_once(result.boxes, [[20, 40, 30, 60]], min_iou=0.8)
+
+
+def test_a_real_detector_runs_through_the_sliding_window():
+    from tiny_model_folder import tiny_plan_2d
+
+    from nndet.model.detector import RetinaUNet
+
+    plan = tiny_plan_2d()
+    torch.manual_seed(0)
+    network = RetinaUNet.from_plan(plan)
+    with torch.no_grad():  # make the untrained network propose a few boxes everywhere
+        network.classifier.out.bias.fill_(-10.0)
+        network.classifier.out.bias[0] = 1.0
+    shape = [48, 40]
+    data = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
+    result = predict_case([network], data, identity_properties(shape), plan)
+
+    views = result.views
+    assert views.num_views == 4 * 2 * 2  # mirrors x tiles
+    assert len(views.boxes) > 0 and torch.isfinite(views.boxes).all()
+    assert 0 < len(result.boxes) <= InferenceSettings().max_boxes_per_case
+    assert (result.boxes[:, :2] >= 0).all()
+    assert (result.boxes[:, 2:] <= torch.tensor(shape, dtype=result.boxes.dtype)).all()
+    assert torch.all(result.scores[:-1] >= result.scores[1:])
