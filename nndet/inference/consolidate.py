@@ -128,6 +128,8 @@ def _candidates(views: CaseViews, settings: InferenceSettings) -> Tensor:
     index = torch.nonzero(use).flatten()
 
     boxes = clip_boxes(views.boxes[index], views.image_shape.tolist())
+    if views.net_dim < views.data_dim:  # one-slice boxes: only the in-plane sides count
+        boxes = boxes[:, [1, 2, 4, 5]]
     index = index[remove_small_boxes(boxes, settings.min_box_size)]
 
     if settings.nms_iou_per_view is not None and len(index):

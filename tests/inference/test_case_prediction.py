@@ -149,6 +149,10 @@ def test_2d_plan_on_3d_data_predicts_slices_and_joins_them_into_3d_boxes():
     _match_once(result.boxes, truth, min_iou=0.8)
     assert sorted(result.labels.tolist()) == [0, 1]
 
+    # a minimum box size above one voxel applies in-plane, not to the one-slice extent
+    boxes = consolidate_views(result.views, InferenceSettings(min_box_size=4.0))[0]
+    assert len(boxes) == 2
+
 
 def test_boxes_map_back_through_real_preprocessing():
     # raw image: zero border (cropped away), spacing 0.5 along axis 1 (resampled to 1.0),
