@@ -127,3 +127,11 @@ def test_center_size_hand_computed():
     cs = box_to_center_size(torch.tensor([[0.0, 2.0, 4.0, 8.0]]))
     assert cs.tolist() == [[2.0, 5.0, 4.0, 6.0]]
     assert math.isclose(center_size_to_box(cs)[0, 3].item(), 8.0)
+
+
+def test_giou_loss_has_finite_gradients_for_identical_and_disjoint_boxes():
+    pred = torch.tensor([[0.0, 0, 0, 2, 2, 2], [5.0, 5, 5, 6, 6, 6]], requires_grad=True)
+    target = torch.tensor([[0.0, 0, 0, 2, 2, 2], [0.0, 0, 0, 1, 1, 1]])
+    giou_loss(pred, target).backward()
+    assert torch.isfinite(pred.grad).all()
+    assert pred.grad[1].abs().sum() > 0  # disjoint boxes are still pulled together

@@ -144,3 +144,11 @@ def test_area_weights_modes():
     assert area_weights(boxes, "log").item() == pytest.approx(math.log(17))
     with pytest.raises(ValueError, match="area weighting"):
         area_weights(boxes, "cube")
+
+
+def test_wbc_of_nothing_is_empty():
+    boxes, scores, labels = weighted_box_clustering(
+        torch.zeros(0, 6), torch.zeros(0), torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, dtype=torch.long), torch.zeros(0), 4.0, 0.5,
+    )  # fmt: skip
+    assert boxes.shape == (0, 6) and scores.shape == (0,) and labels.shape == (0,)
