@@ -95,7 +95,7 @@ class CaseViews:
         if record.get("format") != FORMAT or record.get("version") != VERSION:
             raise ValueError(
                 f"{source} is not an nndet views file of version {VERSION}: "
-                "predict the validation cases again (nndet_train ... --val-only)"
+                "predict the validation cases of this fold again"
             )
         values = {f.name: record[f.name] for f in fields(cls)}
         values["properties"] = json.loads(values["properties"])
