@@ -1,6 +1,6 @@
 """Elementwise and pairwise box operations in 2D and 3D.
 
-Boxes follow nndet's convention (``/work/shared/DESIGN.md``, "Box convention"): float
+Boxes follow nndet's convention (``documentation/architecture.md``): float
 ``[N, 2*D]`` as ``[lo_0, .., lo_{D-1}, hi_0, .., hi_{D-1}]`` in voxel coordinates, ``hi``
 exclusive, so the extent along an axis is ``hi - lo`` (no ``+ 1``). Every function works on
 any device and dtype and has no Python loop over boxes.
