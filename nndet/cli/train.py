@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from nndet.cli.common import run_command, setup_logging
 from nndet.data.paths import models_root, task_dir
 from nndet.planning.plan import load_plans
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
         print(f"nndet_train: reading {folder / 'preprocessed'}, writing {model_dir}")
         for fold in folds:
-            out = train_fold(replace(base, fold=fold))
+            with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+                out = train_fold(replace(base, fold=fold))
             _report(out)
         return 0
 
