@@ -294,7 +294,11 @@ def _resume(out, config, module, optimizer, scheduler, scaler, device) -> int:
     state = load_checkpoint(latest, map_location=device)
     module.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    # The step count comes from the checkpoint, the length of the run from this call, so that
+    # a run resumed with more --epochs decays over the new length.
+    total, warmup = scheduler.total_steps, scheduler.warmup_steps
     scheduler.load_state_dict(state["scheduler"])
+    scheduler.total_steps, scheduler.warmup_steps = total, warmup
     scaler.load_state_dict(state["scaler"])
     done = int(state["epochs_done"])
     truncate_metrics(out / "metrics.jsonl", done)
