@@ -299,6 +299,8 @@ def _resume(out, config, module, optimizer, scheduler, scaler, device) -> int:
     total, warmup = scheduler.total_steps, scheduler.warmup_steps
     scheduler.load_state_dict(state["scheduler"])
     scheduler.total_steps, scheduler.warmup_steps = total, warmup
+    for group, lr in zip(optimizer.param_groups, scheduler.get_lr(), strict=True):
+        group["lr"] = lr
     scaler.load_state_dict(state["scaler"])
     done = int(state["epochs_done"])
     truncate_metrics(out / "metrics.jsonl", done)
