@@ -5,17 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
 from nndet.cli.common import default_processes, run_command, setup_logging
-from nndet.data.paths import data_root, models_root, task_dir, task_folder_name, task_number
+from nndet.data.paths import data_root
 from nndet.inference.consolidate import InferenceSettings
-from nndet.inference.model_folder import find_model_dir
+from nndet.inference.models import resolve_model_dir
 from nndet.inference.sweep import DEFAULT_METRIC, NAMED_METRICS, PLAN_NAME, SEARCH_GRID, sweep
-from nndet.planning.plan import load_plans
 
 DESCRIPTION = f"""\
 Tune how the boxes of all views (tiles, mirrors, folds) are consolidated, on the
@@ -68,27 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_model_dir(task: str, model: str | None, plan: str | None) -> Path:
-    """The ``<model>_<plan>`` folder of ``task`` under ``NNDET_MODELS``."""
-    try:
-        task_models = models_root() / task_folder_name(models_root(), task)
-    except FileNotFoundError:
-        name = f"Task{task_number(task):03d}"
-        raise FileNotFoundError(
-            f"no trained model of {name} in {models_root().resolve()}: run "
-            f"`nndet_train {name} -f 0` first (or set NNDET_MODELS to where your models are)"
-        ) from None
-    return find_model_dir(task_models, model, plan, _default_plan(task))
-
-
-def _default_plan(task: str) -> str | None:
-    """The task's default plan, when its preprocessed data are at hand."""
-    try:
-        return load_plans(task_dir(task) / "preprocessed" / "plans.json").default
-    except (FileNotFoundError, ValueError, KeyError):
-        return None
-
-
 def _progress(items: Iterable, total: int) -> Iterable:
     return tqdm(items, total=total, desc="settings", unit="setting", file=sys.stderr)
 
@@ -121,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.verbose)
 
     def body() -> int:
-        model_dir = resolve_model_dir(args.task, args.model, args.plan)
+        model_dir = resolve_model_dir(args.task, args.model, args.plan, needs="views")
         labels = args.labels or data_root() / model_dir.parent.name / "raw_splitted" / "labelsTr"
         print(f"nndet_sweep: reading {model_dir} and {labels}")
         record = sweep(

@@ -23,6 +23,7 @@ import torch
 from nndet.data.io import load_json
 from nndet.data.paths import models_root, task_dir, task_folder_name, task_number
 from nndet.inference.predictor import resolve_device
+from nndet.inference.views import list_views
 from nndet.model.detector import RetinaUNet
 from nndet.planning.plan import Plan, load_plans
 
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "retina_unet"
 CHECKPOINT = "checkpoint_final.pt"
+VIEWS_DIR = "val_views"
 PLAN_RECORD = "plan.json"
 
 
@@ -54,12 +56,23 @@ def _task_name(task: str | int) -> str:
     return f"Task{task_number(task):03d}"
 
 
-def trained_folds(model_dir: Path | str) -> list[int]:
-    """Fold numbers of a model folder that hold a ``checkpoint_final.pt``, sorted."""
+def trained_folds(model_dir: Path | str, needs: str = "checkpoint") -> list[int]:
+    """Fold numbers of a model folder that are trained, sorted.
+
+    Args:
+        needs: what makes a fold count: ``"checkpoint"`` (a ``checkpoint_final.pt``, what
+            prediction needs) or ``"views"`` (validation views, what the sweep needs).
+    """
     folds = []
     for folder in Path(model_dir).glob("fold*"):
         number = folder.name[len("fold") :]
-        if number.isdigit() and (folder / CHECKPOINT).is_file():
+        if not number.isdigit():
+            continue
+        if needs == "views":
+            trained = bool(list_views(folder / VIEWS_DIR))
+        else:
+            trained = (folder / CHECKPOINT).is_file()
+        if trained:
             folds.append(int(number))
     return sorted(folds)
 
@@ -86,39 +99,60 @@ def default_plan_name(task: str | int) -> str | None:
         return None
 
 
-def resolve_model_dir(task: str | int, model: str | None = None, plan: str | None = None) -> Path:
+def resolve_model_dir(
+    task: str | int, model: str | None = None, plan: str | None = None, needs: str = "checkpoint"
+) -> Path:
     """The trained ``<model>_<plan>`` folder of ``task`` under ``NNDET_MODELS``.
 
-    A folder counts as trained when one of its folds holds ``checkpoint_final.pt``. Named
-    model and plan select their folder. Otherwise, among the trained folders that fit what
-    was named, a single one is used; among several, the one of model ``retina_unet`` (or
-    ``model``) and the task's default plan (or ``plan``).
+    See :func:`find_model_dir`; ``needs`` says what makes a fold trained
+    (:func:`trained_folds`).
+
+    Raises:
+        FileNotFoundError: the task has no model folder, or :func:`find_model_dir` fails.
+    """
+    name = _task_name(task)
+    try:
+        task_models = models_root() / task_folder_name(models_root(), task)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"no trained model of {name} in {models_root().resolve()}: run "
+            f"`nndet_train {name} -f 0` first (or set NNDET_MODELS to the folder that holds"
+            " your models)"
+        ) from None
+    return find_model_dir(task_models, model, plan, default_plan_name(task), needs)
+
+
+def find_model_dir(
+    task_models: Path,
+    model: str | None = None,
+    plan: str | None = None,
+    default_plan: str | None = None,
+    needs: str = "checkpoint",
+) -> Path:
+    """The ``<model>_<plan>`` folder of ``<NNDET_MODELS>/TaskNNN_Name`` a command should use.
+
+    A folder counts as trained when one of its folds is (:func:`trained_folds` with
+    ``needs``). Named model and plan select their folder. Otherwise, among the trained folders
+    that fit what was named, a single one is used; among several, the one of model
+    ``retina_unet`` (or ``model``) and ``default_plan`` (or ``plan``).
 
     Raises:
         FileNotFoundError: no trained folder fits (naming ``nndet_train``), or several do
             and nothing decides between them (naming ``--model`` and ``--plan``).
     """
-    name = _task_name(task)
-    train = f"nndet_train {name} -f 0"
-    try:
-        task_models = models_root() / task_folder_name(models_root(), task)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"no trained model of {name} in {models_root().resolve()}: run `{train}` first "
-            "(or set NNDET_MODELS to the folder that holds your models)"
-        ) from None
-
+    name = task_models.name.split("_")[0]
+    what = CHECKPOINT if needs == "checkpoint" else f"{VIEWS_DIR}/"
     if model is not None and plan is not None:
         folder = task_models / f"{model}_{plan}"
-        if not trained_folds(folder):
+        if not trained_folds(folder, needs):
             raise FileNotFoundError(
-                f"no fold of {folder} holds {CHECKPOINT}: run "
+                f"no fold of {folder} holds {what}: run "
                 f"`nndet_train {name} -f 0 --model {model} --plan {plan}` first"
             )
         return folder
 
-    folders = sorted(p for p in task_models.glob("*_*") if p.is_dir() and trained_folds(p))
-    identities = {p: model_identity(p) for p in folders}
+    folders = [p for p in sorted(task_models.glob("*_*")) if p.is_dir()]
+    identities = {p: model_identity(p) for p in folders if trained_folds(p, needs)}
     fits = [
         p for p, (m, n) in identities.items()
         if (model is None or m == model) and (plan is None or n == plan)
@@ -129,9 +163,10 @@ def resolve_model_dir(task: str | int, model: str | None = None, plan: str | Non
         named = " ".join(f"--{k} {v}" for k, v in (("model", model), ("plan", plan)) if v)
         raise FileNotFoundError(
             f"no trained model{' for ' + named if named else ''} in {task_models} "
-            f"(no fold<K>/{CHECKPOINT}): run `{train}{' ' + named if named else ''}` first"
+            f"(no fold<K>/{what}): run `nndet_train {name} -f 0{' ' + named if named else ''}`"
+            " first"
         )
-    wanted = (model or DEFAULT_MODEL, plan or default_plan_name(task))
+    wanted = (model or DEFAULT_MODEL, plan or default_plan)
     for folder in fits:
         if identities[folder] == wanted:
             return folder

@@ -40,7 +40,7 @@ from nndet.evaluation.folders import (
 from nndet.evaluation.matching import match_case
 from nndet.evaluation.metrics import MAIN_IOU, evaluate
 from nndet.inference.consolidate import InferenceSettings, consolidate_views
-from nndet.inference.model_folder import VIEWS_DIR, model_identity, trained_folds
+from nndet.inference.models import VIEWS_DIR, model_identity, trained_folds
 from nndet.inference.views import CaseViews, list_views, load_views, views_path
 from nndet.preprocessing.geometry import boxes_to_original
 
@@ -382,7 +382,7 @@ def _load_inputs(
 
 
 def _check_folds(model_dir: Path, folds: Sequence[int] | None) -> list[int]:
-    trained = trained_folds(model_dir)
+    trained = trained_folds(model_dir, needs="views")
     task = model_dir.parent.name.split("_")[0]
     if not trained:
         raise FileNotFoundError(

@@ -59,7 +59,8 @@ class TrainConfig:
     num_workers: int = 2
     resume: bool = True
     validate: bool = True
-    initial_lr: float = 0.01
+    optimizer: str = "sgd"  # "sgd" (nnU-Net) or "adamw"
+    initial_lr: float | None = None  # None: 0.01 for SGD, 1e-3 for AdamW
     momentum: float = 0.99
     weight_decay: float = 3e-5
     warmup_iters: int = 100  # capped at a tenth of the run
@@ -104,9 +105,14 @@ def load_fold_cases(config: TrainConfig) -> tuple[list[str], list[str]]:
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        lr = config.initial_lr or 1e-3
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    if config.optimizer != "sgd":
+        raise ValueError(f"unknown optimizer {config.optimizer!r}: use sgd or adamw")
     return torch.optim.SGD(
         model.parameters(),
-        lr=config.initial_lr,
+        lr=config.initial_lr or 0.01,
         momentum=config.momentum,
         nesterov=True,
         weight_decay=config.weight_decay,
