@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="epochs (default: the plan's)")
     parser.add_argument("--iters-per-epoch", type=int, help="iterations per epoch (plan's)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        help="default: SGD (nnU-Net) for GPU plans, AdamW for --target cpu plans",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--num-workers", type=int, default=2, help="background data workers (default 2)"
@@ -60,8 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         base = TrainConfig(
             task_dir=folder, model_dir=model_dir, fold=0, plan_name=plan.name,
             model=args.model, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
-            device=args.device, seed=args.seed, num_workers=args.num_workers,
-            resume=args.resume, validate=args.validate,
+            device=args.device, seed=args.seed, optimizer=args.optimizer,
+            num_workers=args.num_workers, resume=args.resume, validate=args.validate,
         )  # fmt: skip
         print(f"nndet_train: reading {folder / 'preprocessed'}, writing {model_dir}")
         for fold in folds:

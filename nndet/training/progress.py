@@ -31,11 +31,15 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
+    """Replace ``metrics.jsonl`` with ``records`` atomically."""
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
 def truncate_metrics(path: Path, epochs: int) -> None:
     """Keep only the records of the first ``epochs`` epochs (resuming from a checkpoint)."""
-    kept = [r for r in read_metrics(path) if r.get("epoch", 0) < epochs]
-    text = "".join(json.dumps(r) + "\n" for r in kept)
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    write_metrics(path, [r for r in read_metrics(path) if r.get("epoch", 0) < epochs])
 
 
 def format_epoch(record: dict[str, Any]) -> str:
@@ -62,8 +66,9 @@ def plot_progress(records: list[dict[str, Any]], path: Path) -> None:
     fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     for key in sorted({k for r in records for k in r if k.startswith("loss_")}):
         ax_loss.plot(epochs, [r.get(key) for r in records], label=key.removeprefix("loss_"))
+    # Linear scale: the segmentation loss (cross-entropy minus soft Dice) goes below zero.
     ax_loss.set_ylabel("training loss")
-    ax_loss.set_yscale("log")
+    ax_loss.axhline(0, color="grey", linewidth=0.5)
     val = [(r["epoch"], r["val_mAP@0.1"]) for r in records if r.get("val_mAP@0.1") is not None]
     if val:
         ax_map = ax_loss.twinx()

@@ -1,9 +1,10 @@
 """The training loop of one fold: a short loop over named steps.
 
-Optimiser and schedule follow nnU-Net (SGD, Nesterov momentum 0.99, weight decay 3e-5,
-initial learning rate 0.01, polynomial decay with exponent 0.9, gradient norm clipped at 12;
-Isensee et al., 2021), with a linear warm-up over the first iterations as nnDetection uses
-for its detection heads (Baumgartner et al., 2021).
+For GPU plans the optimiser and schedule follow nnU-Net (SGD, Nesterov momentum 0.99, weight
+decay 3e-5, initial learning rate 0.01, polynomial decay with exponent 0.9, gradient norm
+clipped at 12; Isensee et al., 2021); CPU plans, whose schedules are short, use AdamW
+(:func:`choose_optimizer`). Both warm up linearly over the first iterations, as nnDetection
+does for its detection heads (Baumgartner et al., 2021).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from nndet.training.progress import (
     plot_progress,
     read_metrics,
     truncate_metrics,
+    write_metrics,
 )
 from nndet.training.sampling import make_train_loader
 from nndet.training.schedule import WarmupPolyLR
@@ -57,9 +59,10 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     num_workers: int = 2
+    augment: bool = True  # False: patches as stored (foreground oversampling stays on)
     resume: bool = True
     validate: bool = True
-    optimizer: str = "sgd"  # "sgd" (nnU-Net) or "adamw"
+    optimizer: str | None = None  # "sgd", "adamw"; None: by the plan's target (see below)
     initial_lr: float | None = None  # None: 0.01 for SGD, 1e-3 for AdamW
     momentum: float = 0.99
     weight_decay: float = 3e-5
@@ -102,6 +105,18 @@ def load_fold_cases(config: TrainConfig) -> tuple[list[str], list[str]]:
     if not 0 <= config.fold < len(splits):
         raise ValueError(f"fold {config.fold} does not exist: splits.json has {len(splits)} folds")
     return splits[config.fold]["train"], splits[config.fold]["val"]
+
+
+def choose_optimizer(config: TrainConfig, plan: Plan) -> str:
+    """The optimiser of a run: as asked, else SGD for GPU plans and AdamW for CPU plans.
+
+    nnU-Net's SGD suits the long GPU schedules it was tuned for. The short CPU schedules
+    (about a thousand iterations) learn much faster with AdamW: on Task101 fold 0 after 960
+    iterations, validation mAP@0.1 was 0.70 with AdamW (lr 1e-3) against 0.54 with SGD.
+    """
+    if config.optimizer is not None:
+        return config.optimizer
+    return "adamw" if plan.target == "cpu" else "sgd"
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -172,6 +187,7 @@ def train_fold(config: TrainConfig) -> Path:
 
     seed_everything(config.seed)
     module = RetinaUNet.from_plan(plan, model=config.model).to(device)
+    config = replace(config, optimizer=choose_optimizer(config, plan))
     optimizer = build_optimizer(module, config)
     total = epochs * iters
     scheduler = WarmupPolyLR(optimizer, total, warmup_steps=min(config.warmup_iters, total // 10))
@@ -185,7 +201,7 @@ def train_fold(config: TrainConfig) -> Path:
 
     logger.info(
         "fold %d of %s: %d training / %d validation cases, plan %s, %d epochs x %d iterations"
-        " on %s (batch %d, patch %s)",
+        " on %s (batch %d, patch %s, %s)",
         config.fold,
         config.task_dir.name,
         len(train_ids),
@@ -196,6 +212,7 @@ def train_fold(config: TrainConfig) -> Path:
         device,
         plan.batch_size,
         plan.patch_size,
+        config.optimizer,
     )
     for epoch in range(start_epoch, epochs):
         record = _run_epoch(
@@ -248,7 +265,9 @@ def _run_epoch(
     # uninterrupted one from the resumed epoch on.
     seed = config.seed * 100_003 + epoch * 1_009 + info.rank
     seed_everything(seed)
-    loader = make_train_loader(store, train_ids, plan, num_workers=config.num_workers, seed=seed)
+    loader = make_train_loader(
+        store, train_ids, plan, num_workers=config.num_workers, seed=seed, augment=config.augment
+    )
     module.train()
     sums: dict[str, float] = {}
     lr = optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
@@ -334,6 +353,7 @@ def _validate(out, module, plan, store, val_ids, config, device) -> None:
         records = read_metrics(out / "metrics.jsonl")
         if records:
             records[-1]["val_mAP@0.1"] = value
+            write_metrics(out / "metrics.jsonl", records)
             plot_progress(records, out / "progress.png")
 
 

@@ -36,6 +36,8 @@ def test_a_fold_trains_validates_and_leaves_every_file(tiny_task, tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1]
     assert all(r["loss_total"] > 0 and r["lr"] > 0 for r in records)
+    val = json.loads((out / "val_metrics.json").read_text())["mAP@0.1"]
+    assert records[-1]["val_mAP@0.1"] == val and "val_mAP@0.1" not in records[0]
     assert "epoch 1:" in (out / "log.txt").read_text()
     assert sorted(p.name for p in (out / "val_predictions").glob("*_boxes.json"))
     assert sorted(p.name for p in (out / "val_views").iterdir())
