@@ -11,7 +11,7 @@ bash scripts/setup.sh
 source "${NNDET_VENV:-.venv}/bin/activate"
 export NNDET_DATA="${NNDET_DATA:-$PWD/demo/nndet_data}"
 export NNDET_MODELS="${NNDET_MODELS:-$PWD/demo/nndet_models}"
-epochs="${DEMO_EPOCHS:-12}"
+epochs="${DEMO_EPOCHS:-20}"
 iters="${DEMO_ITERS:-80}"
 
 step() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
