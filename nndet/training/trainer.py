@@ -159,6 +159,27 @@ def train_step(model, module: RetinaUNet, images, targets, optimizer, scaler, co
     return {name: float(value.detach()) for name, value in losses.items()}
 
 
+@dataclass
+class _Run:
+    """The state of one fold's run that the steps below share."""
+
+    config: TrainConfig
+    plan: Plan
+    out: Path
+    store: CaseStore
+    train_ids: list[str]
+    val_ids: list[str]
+    device: torch.device
+    info: distributed.DistInfo
+    module: RetinaUNet
+    model: torch.nn.Module  # the module, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: WarmupPolyLR
+    scaler: torch.amp.GradScaler
+    epochs: int
+    iters: int
+
+
 def train_fold(config: TrainConfig) -> Path:
     """Train one fold, then validate it; resumes from ``checkpoint_latest.pt`` by default.
 
@@ -166,6 +187,31 @@ def train_fold(config: TrainConfig) -> Path:
         The fold folder with ``checkpoint_final.pt``, ``log.txt``, ``metrics.jsonl``,
         ``progress.png`` and, when validated, ``val_predictions/`` and ``val_metrics.json``.
     """
+    run = _start(config)
+    start_epoch = _resume(run)
+    logger.info(
+        "fold %d of %s: %d training / %d validation cases, plan %s, %d epochs x %d iterations"
+        " on %s (batch %d, patch %s, %s)",
+        run.config.fold, run.config.task_dir.name, len(run.train_ids), len(run.val_ids),
+        run.plan.name, run.epochs, run.iters, run.device, run.plan.batch_size,
+        run.plan.patch_size, run.config.optimizer,
+    )  # fmt: skip
+    for epoch in range(start_epoch, run.epochs):
+        record = _run_epoch(run, epoch)
+        if run.info.is_main:
+            _end_epoch(run, record)
+
+    distributed.check_in_sync(run.module, run.info, run.device)
+    if run.info.is_main:
+        save_checkpoint(run.out / "checkpoint_final.pt", _state(run, run.epochs))
+        if config.validate and run.val_ids:
+            _validate(run)
+    distributed.cleanup_distributed()
+    return run.out
+
+
+def _start(config: TrainConfig) -> _Run:
+    """Check the request, join the process group, build the model and the optimiser."""
     if config.model not in MODELS:
         raise ValueError(f"unknown model {config.model!r}: choose one of {MODELS}")
     device = resolve_device(config.device)
@@ -174,8 +220,7 @@ def train_fold(config: TrainConfig) -> Path:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     plan = load_plans(config.task_dir / "preprocessed" / "plans.json").get(config.plan_name)
-    epochs = config.epochs or plan.epochs
-    iters = config.iters_per_epoch or plan.iters_per_epoch
+    config = replace(config, optimizer=choose_optimizer(config, plan))
     out = fold_dir(config)
     if info.is_main:
         prepare_model_dir(config, plan)
@@ -187,174 +232,116 @@ def train_fold(config: TrainConfig) -> Path:
 
     seed_everything(config.seed)
     module = RetinaUNet.from_plan(plan, model=config.model).to(device)
-    config = replace(config, optimizer=choose_optimizer(config, plan))
     optimizer = build_optimizer(module, config)
+    epochs = config.epochs or plan.epochs
+    iters = config.iters_per_epoch or plan.iters_per_epoch
     total = epochs * iters
     scheduler = WarmupPolyLR(optimizer, total, warmup_steps=min(config.warmup_iters, total // 10))
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
-    start_epoch = _resume(out, config, module, optimizer, scheduler, scaler, device)
     model = module
     if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    logger.info(
-        "fold %d of %s: %d training / %d validation cases, plan %s, %d epochs x %d iterations"
-        " on %s (batch %d, patch %s, %s)",
-        config.fold,
-        config.task_dir.name,
-        len(train_ids),
-        len(val_ids),
-        plan.name,
-        epochs,
-        iters,
-        device,
-        plan.batch_size,
-        plan.patch_size,
-        config.optimizer,
-    )
-    for epoch in range(start_epoch, epochs):
-        record = _run_epoch(
-            model,
-            module,
-            store,
-            train_ids,
-            plan,
-            epoch,
-            iters,
-            config,
-            optimizer,
-            scheduler,
-            scaler,
-            device,
-            info,
-        )
-        if info.is_main:
-            _end_epoch(out, record, module, optimizer, scheduler, scaler, config, epoch)
-
-    distributed.check_in_sync(module, info, device)
-    if info.is_main:
-        save_checkpoint(
-            out / "checkpoint_final.pt",
-            _state(module, optimizer, scheduler, scaler, config, epochs),
-        )
-        if config.validate and val_ids:
-            _validate(out, module, plan, store, val_ids, config, device)
-    distributed.cleanup_distributed()
-    return out
+        ids = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    return _Run(config, plan, out, store, train_ids, val_ids, device, info, module, model,
+                optimizer, scheduler, scaler, epochs, iters)  # fmt: skip
 
 
-def _run_epoch(
-    model,
-    module,
-    store,
-    train_ids,
-    plan,
-    epoch,
-    iters,
-    config,
-    optimizer,
-    scheduler,
-    scaler,
-    device,
-    info,
-) -> dict:
+def _run_epoch(run: _Run, epoch: int) -> dict:
     """Train one epoch; returns its record for ``metrics.jsonl``."""
+    config = run.config
     # Seeding per epoch (and per rank) makes a resumed CPU run draw the same patches as an
     # uninterrupted one from the resumed epoch on.
-    seed = config.seed * 100_003 + epoch * 1_009 + info.rank
+    seed = config.seed * 100_003 + epoch * 1_009 + run.info.rank
     seed_everything(seed)
-    loader = make_train_loader(
-        store, train_ids, plan, num_workers=config.num_workers, seed=seed, augment=config.augment
-    )
-    module.train()
+    loader = make_train_loader(run.store, run.train_ids, run.plan, num_workers=config.num_workers,
+                               seed=seed, augment=config.augment)  # fmt: skip
+    run.module.train()
     sums: dict[str, float] = {}
-    lr = optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
+    lr = run.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
     start = time.perf_counter()
-    bar = tqdm(range(iters), desc=f"epoch {epoch}", leave=False, disable=not info.is_main)
+    bar = tqdm(range(run.iters), desc=f"epoch {epoch}", leave=False, disable=not run.info.is_main)
     for _ in bar:
-        images, targets = to_device(next(loader), device)
-        losses = train_step(model, module, images, targets, optimizer, scaler, config, device)
-        scheduler.step()
+        images, targets = to_device(next(loader), run.device)
+        losses = train_step(run.model, run.module, images, targets, run.optimizer, run.scaler,
+                            config, run.device)  # fmt: skip
+        run.scheduler.step()
         for name, value in losses.items():
             sums[name] = sums.get(name, 0.0) + value
         bar.set_postfix(loss=f"{losses['total']:.3f}")
     _close(loader)
+
     record = {"epoch": epoch}
+    reduce_on = run.device if run.device.type == "cuda" else None
     for name, value in sums.items():
-        record[f"loss_{name}"] = distributed.average(value / iters, info, _reduce_device(device))
+        record[f"loss_{name}"] = distributed.average(value / run.iters, run.info, reduce_on)
     record["lr"] = lr
     record["time"] = time.perf_counter() - start
     return record
 
 
-def _end_epoch(out, record, module, optimizer, scheduler, scaler, config, epoch) -> None:
-    append_metrics(out / "metrics.jsonl", record)
+def _end_epoch(run: _Run, record: dict) -> None:
+    """Log the epoch, append it to ``metrics.jsonl``, checkpoint and plot."""
+    append_metrics(run.out / "metrics.jsonl", record)
     logger.info(format_epoch(record))
-    save_checkpoint(
-        out / "checkpoint_latest.pt",
-        _state(module, optimizer, scheduler, scaler, config, epoch + 1),
-    )
-    plot_progress(read_metrics(out / "metrics.jsonl"), out / "progress.png")
+    save_checkpoint(run.out / "checkpoint_latest.pt", _state(run, record["epoch"] + 1))
+    plot_progress(read_metrics(run.out / "metrics.jsonl"), run.out / "progress.png")
 
 
-def _state(module, optimizer, scheduler, scaler, config: TrainConfig, epochs_done: int) -> dict:
+def _state(run: _Run, epochs_done: int) -> dict:
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(run.config).items()}
     return {
-        "model": module.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
+        "model": run.module.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
         "epochs_done": epochs_done,
-        "model_name": config.model,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "model_name": run.config.model,
+        "config": config,
     }
 
 
-def _resume(out, config, module, optimizer, scheduler, scaler, device) -> int:
+def _resume(run: _Run) -> int:
     """Load ``checkpoint_latest.pt`` when resuming; returns the first epoch still to run."""
-    latest = out / "checkpoint_latest.pt"
-    if not config.resume or not latest.is_file():
+    latest = run.out / "checkpoint_latest.pt"
+    if not run.config.resume or not latest.is_file():
         return 0
-    state = load_checkpoint(latest, map_location=device)
-    module.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    state = load_checkpoint(latest, map_location=run.device)
+    run.module.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
     # The step count comes from the checkpoint, the length of the run from this call, so that
     # a run resumed with more --epochs decays over the new length.
+    scheduler = run.scheduler
     total, warmup = scheduler.total_steps, scheduler.warmup_steps
     scheduler.load_state_dict(state["scheduler"])
     scheduler.total_steps, scheduler.warmup_steps = total, warmup
-    for group, lr in zip(optimizer.param_groups, scheduler.get_lr(), strict=True):
+    for group, lr in zip(run.optimizer.param_groups, scheduler.get_lr(), strict=True):
         group["lr"] = lr
-    scaler.load_state_dict(state["scaler"])
+    run.scaler.load_state_dict(state["scaler"])
     done = int(state["epochs_done"])
-    truncate_metrics(out / "metrics.jsonl", done)
-    logger.info("resuming %s after epoch %d", out, done - 1)
+    truncate_metrics(run.out / "metrics.jsonl", done)
+    logger.info("resuming %s after epoch %d", run.out, done - 1)
     return done
 
 
-def _validate(out, module, plan, store, val_ids, config, device) -> None:
+def _validate(run: _Run) -> None:
     """Predict the validation cases with sliding windows and score them."""
     from nndet.inference.predictor import write_validation
 
+    task_dir = run.config.task_dir
     metrics = write_validation(
-        models=[module],
-        plan=plan,
-        store=store,
-        case_ids=val_ids,
-        fold_dir=out,
-        labels_dir=config.task_dir / "raw_splitted" / "labelsTr",
-        dataset_json=load_dataset_json(config.task_dir),
-        device=device,
-    )
-    if metrics is not None:
-        value = metrics.get("mAP@0.1")
-        logger.info("fold %d validation mAP@0.1: %s", config.fold, value)
-        records = read_metrics(out / "metrics.jsonl")
-        if records:
-            records[-1]["val_mAP@0.1"] = value
-            write_metrics(out / "metrics.jsonl", records)
-            plot_progress(records, out / "progress.png")
+        models=[run.module], plan=run.plan, store=run.store, case_ids=run.val_ids,
+        fold_dir=run.out, labels_dir=task_dir / "raw_splitted" / "labelsTr",
+        dataset_json=load_dataset_json(task_dir), device=run.device,
+    )  # fmt: skip
+    if metrics is None:
+        return
+    value = metrics.get("mAP@0.1")
+    logger.info("fold %d validation mAP@0.1: %s", run.config.fold, value)
+    records = read_metrics(run.out / "metrics.jsonl")
+    if records:
+        records[-1]["val_mAP@0.1"] = value
+        write_metrics(run.out / "metrics.jsonl", records)
+        plot_progress(records, run.out / "progress.png")
 
 
 def _check_cases(store: CaseStore, case_ids: list[str], config: TrainConfig) -> None:
@@ -375,10 +362,6 @@ def _attach_log_file(path: Path) -> None:
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
-
-
-def _reduce_device(device: torch.device) -> torch.device | None:
-    return device if device.type == "cuda" else None
 
 
 def _close(loader) -> None:

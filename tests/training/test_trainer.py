@@ -52,8 +52,8 @@ def test_a_killed_run_resumes_from_its_last_epoch(tiny_task, tmp_path, monkeypat
     calls = []
     real_end = trainer._end_epoch
 
-    def end_then_die(out, record, *args):
-        real_end(out, record, *args)
+    def end_then_die(run, record):
+        real_end(run, record)
         calls.append(record["epoch"])
         if record["epoch"] == 1:
             raise KeyboardInterrupt  # the run is killed after epoch 1 was saved
@@ -69,7 +69,9 @@ def test_a_killed_run_resumes_from_its_last_epoch(tiny_task, tmp_path, monkeypat
     monkeypatch.setattr(trainer, "_end_epoch", real_end)
     started = []
     real_run = trainer._run_epoch
-    monkeypatch.setattr(trainer, "_run_epoch", lambda *a: started.append(a[5]) or real_run(*a))
+    monkeypatch.setattr(
+        trainer, "_run_epoch", lambda run, epoch: started.append(epoch) or real_run(run, epoch)
+    )
     train_fold(config)
     assert started == [2]
     epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
