@@ -60,6 +60,9 @@ class InferenceSettings:
         contained_ioa: a box with at least this fraction of its area (volume) inside a larger
             box of its class is absorbed by it (:func:`absorb_contained`); ``None``: off.
         max_boxes_per_case: at most this many boxes per case, the best first (COCO's 100).
+        max_candidates: at most this many boxes (the best, after the NMS inside each view)
+            enter clustering. Bounds its cost where a weak model scatters overlapping
+            low-score boxes over a large volume (a 3D case has hundreds of views).
         score_threshold: the operating point written to prediction files; it filters nothing.
     """
 
@@ -71,6 +74,7 @@ class InferenceSettings:
     use_mirror: bool = True
     contained_ioa: float | None = 0.8
     max_boxes_per_case: int = 100
+    max_candidates: int = 20_000
     score_threshold: float | None = None
 
     def __post_init__(self) -> None:
@@ -137,6 +141,8 @@ def _candidates(views: CaseViews, settings: InferenceSettings) -> Tensor:
         groups = views.view_ids[index] * (int(views.labels.max()) + 1) + views.labels[index]
         boxes = clip_boxes(views.boxes[index], views.image_shape.tolist())
         index = index[batched_nms(boxes, views.scores[index], groups, settings.nms_iou_per_view)]
+    if len(index) > settings.max_candidates:
+        index = index[views.scores[index].topk(settings.max_candidates).indices]
     return index
 
 

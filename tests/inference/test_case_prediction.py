@@ -196,3 +196,25 @@ def test_a_real_detector_runs_through_the_sliding_window():
     assert (result.boxes[:, :2] >= 0).all()
     assert (result.boxes[:, 2:] <= torch.tensor(shape, dtype=result.boxes.dtype)).all()
     assert torch.all(result.scores[:-1] >= result.scores[1:])
+
+
+def test_only_the_best_candidates_enter_clustering():
+    shape, truth = [48, 40], [[5, 22, 13, 35]]
+    result = predict_case(
+        [BlobModel()], paint(shape, truth), identity_properties(shape), make_plan(2, [48, 40])
+    )
+    views = result.views
+    # many weak boxes scattered over the image, as an undertrained network gives them
+    rng = torch.Generator().manual_seed(0)
+    low = torch.rand(200, 2, generator=rng) * torch.tensor([40.0, 30.0])
+    clutter = torch.cat([low, low + 6], dim=1)
+    views.boxes = torch.cat([views.boxes, clutter])
+    views.scores = torch.cat([views.scores, torch.full((200,), 0.06)])
+    views.labels = torch.cat([views.labels, torch.zeros(200, dtype=torch.long)])
+    views.view_ids = torch.cat([views.view_ids, torch.zeros(200, dtype=torch.long)])
+    settings = InferenceSettings(nms_iou_per_view=None, contained_ioa=None)
+
+    capped = consolidate_views(views, InferenceSettings(**{**settings.to_dict(),
+                                                           "max_candidates": 4}))  # fmt: skip
+    assert len(consolidate_views(views, settings)[0]) > 1  # the clutter survives uncapped
+    _match_once(capped[0], truth, min_iou=0.99)  # only the object's 4 views are left
